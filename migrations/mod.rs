@@ -1,0 +1,16 @@
+//! Database migrations, one file per step, applied in order by `collab migrate` and on
+//! `serve` start. Each step is written once for both SQLite and PostgreSQL through
+//! sea-query's schema builder. Never edit a released step: add a new one.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,71 @@
+//! The one routing point for every message the domains send to a connection.
+//!
+//! A `ConnectionId` names its owning server. Connections owned by this process are
+//! written through the local `Peer`; connections owned by another server will be reached
+//! through the cluster bus (Redis pub/sub) once it exists. Until then such a send fails
+//! with `Unavailable` and says why, rather than vanishing.
+
+use std::sync::Arc;
+
+use crate::rpc::{
+    ConnectionId, EnvelopedMessage, Peer, RequestMessage, RpcError, proto::ErrorCode,
+};
+
+#[derive(Clone)]
+pub struct Cluster {
+    peer: Arc<Peer>,
+}
+
+impl Cluster {
+    pub fn new(peer: Arc<Peer>) -> Self {
+        Cluster { peer }
+    }
+
+    /// The local peer when `to` is ours; the reason otherwise.
+    fn route(&self, to: ConnectionId) -> Result<&Peer, RpcError> {
+        if to.server_id == self.peer.server_id() {
+            Ok(&self.peer)
+        } else {
+            Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!("connection {to} belongs to server {}, which this server cannot reach", to.server_id),
+            ))
+        }
+    }
+
+    pub fn send<M: EnvelopedMessage>(&self, to: ConnectionId, message: M) -> Result<(), RpcError> {
+        self.route(to)?.send(to, message)
+    }
+
+    pub fn forward_send<M: EnvelopedMessage>(
+        &self,
+        sender: ConnectionId,
+        to: ConnectionId,
+        message: M,
+    ) -> Result<(), RpcError> {
+        self.route(to)?.forward_send(sender, to, message)
+    }
+
+    pub async fn request<M: RequestMessage>(&self, to: ConnectionId, request: M) -> Result<M::Response, RpcError> {
+        self.route(to)?.request(to, request).await
+    }
+
+    pub async fn forward_request<M: RequestMessage>(
+        &self,
+        sender: ConnectionId,
+        to: ConnectionId,
+        request: M,
+    ) -> Result<M::Response, RpcError> {
+        self.route(to)?.forward_request(sender, to, request).await
+    }
+
+    /// Sends `message` to each connection. A failure for one receiver (gone, too slow)
+    /// is logged and does not stop the others.
+    pub fn broadcast<M: EnvelopedMessage>(&self, to: impl IntoIterator<Item = ConnectionId>, message: &M) {
+        for receiver in to {
+            if let Err(error) = self.send(receiver, message.clone()) {
+                tracing::debug!(%receiver, %error, message = M::NAME, "broadcast skipped a receiver");
+            }
+        }
+    }
+}

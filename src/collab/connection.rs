@@ -1,0 +1,136 @@
+//! `GET /rpc`: the handshake and the life of one RPC connection.
+//!
+//! Before the upgrade: the protocol version (else 426, naming the supported versions),
+//! the bearer token (else 401), capacity and shutdown (else 503). After it: `Hello` first,
+//! then the domains' on-connect state, then the handler loop until the socket ends or
+//! the server shuts down; then the domains' on-disconnect work.
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{State, WebSocketUpgrade, ws::WebSocket},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use super::{Session, contacts};
+use crate::{
+    AppState,
+    auth::{Principal, extract::authenticate_headers},
+    error::Error,
+    rpc::{
+        Connection, Server,
+        peer::close_code,
+        proto::{self, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS},
+    },
+    serve::HttpState,
+};
+
+pub const PROTOCOL_VERSION_HEADER: &str = "x-collab-protocol-version";
+/// Read buffer per socket: small, because tungstenite fills it in full before the first
+/// read and idle connections dominate memory (see the build notes).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Write buffer per socket: batches are fed into it and flushed once.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+fn supported_versions() -> String {
+    SUPPORTED_PROTOCOL_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Checks the version header: `Err(426 response)` when it is missing or unsupported.
+fn check_version(headers: &HeaderMap) -> Result<u32, Response> {
+    let version = headers
+        .get(PROTOCOL_VERSION_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u32>().ok());
+    match version {
+        Some(version) if SUPPORTED_PROTOCOL_VERSIONS.contains(&version) => Ok(version),
+        other => {
+            let got = other.map_or("none".to_string(), |v| v.to_string());
+            tracing::info!(version = %got, "refused unsupported protocol version");
+            let body = format!(
+                "unsupported protocol version {got} (header {PROTOCOL_VERSION_HEADER}); supported versions: {}\n",
+                supported_versions()
+            );
+            Err((
+                StatusCode::UPGRADE_REQUIRED,
+                [(PROTOCOL_VERSION_HEADER, supported_versions())],
+                body,
+            )
+                .into_response())
+        }
+    }
+}
+
+pub async fn rpc_upgrade(State(http): State<HttpState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+    let state = http.app.clone();
+    let version = match check_version(&headers) {
+        Ok(version) => version,
+        Err(response) => return response,
+    };
+    let principal = match authenticate_headers(&state, &headers).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    if state.shutdown.is_cancelled() {
+        return Error::unavailable("server is shutting down").into_response();
+    }
+    if state.peer.connection_count() >= state.config.max_connections {
+        state.metrics.connections_refused.inc();
+        tracing::warn!(limit = state.config.max_connections, "refused connection: limit reached");
+        return Error::unavailable("too many connections").into_response();
+    }
+    let frame_cap = state.config.max_frame_bytes;
+    let tracker = state.connections.clone();
+    let rpc = http.rpc.clone();
+    upgrade
+        .max_message_size(frame_cap)
+        .max_frame_size(frame_cap)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .on_upgrade(move |socket| tracker.track_future(run_connection(state, rpc, socket, principal, version)))
+}
+
+async fn run_connection(
+    state: Arc<AppState>,
+    rpc: Arc<Server<Session>>,
+    socket: WebSocket,
+    principal: Principal,
+    version: u32,
+) {
+    let (connection_id, io, incoming) = state.peer.add_connection(Connection::from_axum(socket));
+    let io = tokio::spawn(io);
+    let user_id = principal.user_id();
+    let span = tracing::info_span!("rpc", connection = %connection_id, user = %user_id);
+    let _entered = span.enter();
+    tracing::info!(login = %principal.user().login, "connected");
+    drop(_entered);
+
+    let hello = proto::Hello {
+        peer_id: Some(connection_id.into()),
+        user_id: user_id.to_proto(),
+        protocol_version: version.min(PROTOCOL_VERSION),
+    };
+    if state.cluster.send(connection_id, hello).is_ok() {
+        if let Err(error) = contacts::connection_added(&state, connection_id, user_id).await {
+            tracing::error!(connection = %connection_id, %error, "on-connect work failed");
+        }
+        let session = Session { connection_id, principal: Arc::new(principal), state: state.clone() };
+        rpc.handle_connection(connection_id, incoming, session, state.shutdown.clone()).await;
+        if state.shutdown.is_cancelled() {
+            state.peer.close(connection_id, close_code::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    let ended = io.await;
+    if let Err(error) = contacts::connection_removed(&state, connection_id).await {
+        tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
+    }
+    match ended {
+        Ok(disconnect) => tracing::info!(
+            connection = %connection_id, user = %user_id,
+            reason = disconnect.kind, detail = %disconnect.detail, "disconnected"
+        ),
+        Err(error) => tracing::error!(connection = %connection_id, %error, "connection task failed"),
+    }
+}

@@ -1,0 +1,36 @@
+//! The RPC domains: one handler file per domain, and below, the one registration chain
+//! that says which function answers which message.
+//!
+//! - [`connection`]: the `/rpc` handshake and a connection's life (Hello, presence in the
+//!   pool, shutdown).
+//! - [`session`]: `Session`, what every handler receives.
+//! - [`connection_pool`]: user ⇄ connections on this server.
+//! - [`core`]: `Ping`.
+//! - [`users`]: user lookup.
+//! - [`contacts`]: contact requests and online status.
+
+pub mod connection;
+pub mod connection_pool;
+pub mod contacts;
+pub mod core;
+pub mod session;
+pub mod users;
+
+use std::sync::Arc;
+
+pub use session::Session;
+
+use crate::rpc::{Peer, Server};
+
+/// Every message the server handles, one line each.
+pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
+    let mut server = Server::new(peer, max_in_flight);
+    server
+        .add_request_handler(core::ping)
+        .add_request_handler(users::get_users)
+        .add_request_handler(users::search_users)
+        .add_request_handler(contacts::request_contact)
+        .add_request_handler(contacts::respond_to_contact_request)
+        .add_request_handler(contacts::remove_contact);
+    server
+}

@@ -1,0 +1,182 @@
+//! Configuration: every setting is a clap flag with an environment fallback and a
+//! documented default, so `collab serve` needs no config file. `StoreArgs` is shared by
+//! every subcommand (where the data lives); `Config` is what `serve` runs with.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+use crate::rpc::{
+    PeerConfig,
+    connection::{Codec, DEFAULT_COMPRESSION_THRESHOLD, DEFAULT_MAX_FRAME_BYTES},
+};
+
+/// Where the data lives; every subcommand takes these.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Directory for the embedded SQLite database and the generated JWT secret.
+    #[arg(long, env = "COLLAB_DATA_DIR", default_value = "collab-data", global = true)]
+    pub data_dir: PathBuf,
+
+    /// Database URL (`postgres://…` or `sqlite://…`). Default: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+
+    /// Secret that signs access tokens (HS256). Default: generated once and kept in
+    /// `<data-dir>/jwt-secret`. Servers that share a database must share it.
+    #[arg(long, env = "COLLAB_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StoreArgs { data_dir: data_dir.into(), database_url: None, jwt_secret: None }
+    }
+
+    /// The configured URL, or SQLite in the data directory (created if missing).
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("collab.db").display()),
+        }
+    }
+}
+
+/// Which parts of the server to run.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// REST only (`/api/...`).
+    Api,
+    /// Real-time endpoints only (`/rpc`).
+    Collab,
+    /// Both.
+    All,
+}
+
+impl Mode {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Mode::Api | Mode::All)
+    }
+    pub fn serves_collab(self) -> bool {
+        matches!(self, Mode::Collab | Mode::All)
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `collab serve` runs with.
+#[derive(Args, Clone, Debug)]
+pub struct Config {
+    /// What to serve.
+    #[arg(value_enum, default_value = "all")]
+    pub mode: Mode,
+
+    /// Address to listen on; port 0 picks a free port (the bound address is printed).
+    #[arg(long, env = "COLLAB_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Do not apply migrations on start.
+    #[arg(long, env = "COLLAB_NO_MIGRATE")]
+    pub no_migrate: bool,
+
+    /// Largest WebSocket frame accepted or sent, and largest decompressed envelope.
+    #[arg(long, env = "COLLAB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Envelopes at least this large are zstd-compressed when that makes them smaller.
+    #[arg(long, env = "COLLAB_COMPRESSION_THRESHOLD", default_value_t = DEFAULT_COMPRESSION_THRESHOLD)]
+    pub compression_threshold: usize,
+
+    /// Envelopes queued for one connection before it is cut as a slow consumer.
+    #[arg(long, env = "COLLAB_OUTGOING_QUEUE_MESSAGES", default_value_t = 1024)]
+    pub outgoing_queue_messages: usize,
+
+    /// Bytes queued for one connection before it is cut as a slow consumer.
+    #[arg(long, env = "COLLAB_OUTGOING_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub outgoing_queue_bytes: usize,
+
+    /// Handlers one connection may have running at once; past it, reading pauses.
+    #[arg(long, env = "COLLAB_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+
+    /// Most simultaneous RPC connections; more get HTTP 503.
+    #[arg(long, env = "COLLAB_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// WebSocket ping interval.
+    #[arg(long, env = "COLLAB_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// A client silent (no frame, not even a pong) for this long is dropped.
+    #[arg(long, env = "COLLAB_RECEIVE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub receive_timeout: Duration,
+
+    /// A socket write that takes longer than this cuts the connection.
+    #[arg(long, env = "COLLAB_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub write_timeout: Duration,
+
+    /// How long the server waits for a client's answer to a request it sent.
+    #[arg(long, env = "COLLAB_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How often the server refreshes its row in `servers`.
+    #[arg(long, env = "COLLAB_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// On SIGINT/SIGTERM, how long in-flight work may take before sockets are cut.
+    #[arg(long, env = "COLLAB_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Lifetime of access tokens minted through the REST API unless the request says.
+    #[arg(long, env = "COLLAB_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Lifetime of `collab-ws` WebSocket tokens.
+    #[arg(long, env = "COLLAB_WS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub ws_token_ttl: Duration,
+
+    /// Kernel send buffer per accepted socket (SO_SNDBUF), in bytes; 0 keeps the OS default.
+    #[arg(long, env = "COLLAB_SOCKET_SEND_BUFFER", default_value_t = 0)]
+    pub socket_send_buffer: usize,
+
+    /// Set from the global `StoreArgs` by `main`.
+    #[arg(skip = StoreArgs::new("collab-data"))]
+    pub store: StoreArgs,
+}
+
+impl Config {
+    /// The defaults, with data in `data_dir`: what `collab serve --data-dir <dir>` runs.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = <Wrapper as clap::Parser>::try_parse_from(["collab"])
+            .expect("the defaults parse")
+            .config;
+        config.store = StoreArgs::new(data_dir);
+        config
+    }
+
+    pub fn peer_config(&self) -> PeerConfig {
+        PeerConfig {
+            codec: Codec {
+                max_frame_bytes: self.max_frame_bytes,
+                compression_threshold: self.compression_threshold,
+                ..Codec::default()
+            },
+            outgoing_queue_messages: self.outgoing_queue_messages,
+            outgoing_queue_bytes: self.outgoing_queue_bytes,
+            keepalive_interval: self.keepalive_interval,
+            receive_timeout: self.receive_timeout,
+            write_timeout: self.write_timeout,
+            request_timeout: self.request_timeout,
+            ..PeerConfig::default()
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Queries, as `impl Database` blocks split by domain.
+
+pub mod access_tokens;
+pub mod contacts;
+pub mod servers;
+pub mod users;

@@ -1,0 +1,61 @@
+//! # collab
+//!
+//! A self-hostable real-time collaboration server for code editors: protobuf RPC
+//! envelopes over a WebSocket for native editors, SQLite embedded by default and
+//! PostgreSQL in production. See `README.md` and `PROTOCOL.md`.
+//!
+//! ## Layout
+//! - [`config`]: `Config` and `StoreArgs`, every flag with its env fallback and default.
+//! - [`error`]: `Error`, which becomes a wire `ErrorCode` or an HTTP status.
+//! - [`rpc`]: envelopes, framing, `Peer`, the handler registry. Knows no domain.
+//! - [`cluster`]: the one routing point for sends to a `ConnectionId`.
+//! - [`auth`]: JWT access tokens, principals, WebSocket tokens.
+//! - [`db`]: sea-orm database, typed ids, entities and queries; `migrations` beside it.
+//! - [`collab`]: the RPC domains, one handler file each, and the registration chain.
+//! - [`api`]: REST routes, one file per resource.
+//! - [`serve`]: builds the state and router and runs the server with graceful shutdown.
+//! - [`seed`]: `collab seed`.
+//! - [`client`]: the client library editors link.
+//! - [`metrics`]: the Prometheus registry behind `/metrics`.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod cluster;
+pub mod collab;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+#[path = "../migrations/mod.rs"]
+pub mod migrations;
+pub mod rpc;
+pub mod seed;
+pub mod serve;
+
+use std::{sync::Arc, time::Instant};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// What every handler and route shares.
+pub struct AppState {
+    pub config: Config,
+    pub db: db::Database,
+    pub auth: auth::Auth,
+    pub peer: Arc<rpc::Peer>,
+    pub cluster: cluster::Cluster,
+    pub pool: collab::connection_pool::ConnectionPool,
+    pub metrics: metrics::Metrics,
+    pub server_id: db::ServerId,
+    pub started_at: Instant,
+    /// Cancelled on SIGINT/SIGTERM: stop accepting, finish handlers, close sockets.
+    pub shutdown: CancellationToken,
+    /// Tracks every RPC connection task, so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Serializes contact changes with their broadcasts, so every device sees contact
+    /// updates in commit order (and the full state on connect before any later delta).
+    pub contacts_lock: tokio::sync::Mutex<()>,
+}

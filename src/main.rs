@@ -1,0 +1,173 @@
+//! The `collab` binary: clap dispatch only. Each subcommand is a few lines over the
+//! library: `serve`, `migrate`, `seed`, `token create`, `token revoke`.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use collab::{
+    Config,
+    config::{LogFormat, StoreArgs},
+    serve,
+};
+
+#[derive(Parser)]
+#[command(name = "collab", version, about = "A self-hostable real-time collaboration server for code editors")]
+struct Cli {
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Log format (logs go to stderr).
+    #[arg(long, env = "COLLAB_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (migrates the database first unless --no-migrate).
+    Serve(Box<Config>),
+    /// Apply database migrations (idempotent).
+    Migrate,
+    /// Create admins and users from a JSON seed file (idempotent).
+    Seed {
+        /// The seed file.
+        #[arg(long, default_value = "seeds/default.json")]
+        file: PathBuf,
+    },
+    /// Create or revoke access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new access token for a user on stdout (creating the user if missing).
+    Create {
+        /// The user's login.
+        #[arg(long)]
+        user: String,
+        /// Give the token admin rights (makes the user an admin).
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, e.g. 30days, 12h, 15m.
+        #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+    /// Revoke a token by its id (the `jti` claim).
+    Revoke { jti: String },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(config) => {
+            let mut config = *config;
+            config.store = cli.store;
+            serve_until_signal(config).await
+        }
+        Command::Migrate => {
+            let db = serve::open_database(&cli.store, false).await?;
+            let applied = db.migrate().await?;
+            if applied.is_empty() {
+                eprintln!("migrate: the database is up to date");
+            } else {
+                eprintln!("migrate: applied {}", applied.join(", "));
+            }
+            Ok(())
+        }
+        Command::Seed { file } => {
+            let seed_file = collab::seed::read_seed_file(&file)?;
+            let db = serve::open_database(&cli.store, true).await?;
+            let report = collab::seed::seed(&db, &seed_file).await?;
+            eprintln!("seed: {report}");
+            Ok(())
+        }
+        Command::Token(command) => token(cli.store, command).await,
+    }
+}
+
+async fn token(store: StoreArgs, command: TokenCommand) -> anyhow::Result<()> {
+    let db = serve::open_database(&store, true).await?;
+    match command {
+        TokenCommand::Create { user, admin, ttl } => {
+            let existing = db.get_user_by_login(&user).await?;
+            let is_admin = admin || existing.as_ref().is_some_and(|user| user.is_admin);
+            let (model, ensured) = db.ensure_user(&user, None, is_admin).await?;
+            match ensured {
+                collab::db::queries::users::Ensured::Created => {
+                    eprintln!("created user {} (id {}){}", model.login, model.id, if admin { " as an admin" } else { "" })
+                }
+                collab::db::queries::users::Ensured::Updated => eprintln!("made {} an admin", model.login),
+                collab::db::queries::users::Ensured::Unchanged => {}
+            }
+            let secret = collab::auth::secret::load_or_create(store.jwt_secret.as_deref(), &store.data_dir)?;
+            let auth = collab::auth::Auth::new(&secret);
+            let minted = auth.mint_access_token(&db, &model, None, ttl).await?;
+            eprintln!("token id (jti) {} for {}, expires {}", minted.jti, model.login, minted.expires_at);
+            println!("{}", minted.token);
+            Ok(())
+        }
+        TokenCommand::Revoke { jti } => {
+            db.revoke_access_token(&jti).await?;
+            eprintln!("revoked {jti}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let data_dir = config.store.data_dir.clone();
+    let uses_sqlite = config.store.database_url.is_none();
+    let server = serve::start(config).await?;
+    let addr = server.addr;
+    println!("collab listening on http://{addr}");
+    println!("  RPC:     ws://{addr}/rpc   (Authorization: Bearer <token>, x-collab-protocol-version: {})", collab::rpc::proto::PROTOCOL_VERSION);
+    println!("  health:  http://{addr}/healthz   stats: http://{addr}/stats   metrics: http://{addr}/metrics");
+    let data_flag = if uses_sqlite { format!(" --data-dir {}", data_dir.display()) } else { " --database-url <same URL>".to_string() };
+    println!("  token:   collab token create --user <login>{data_flag}");
+    let shutdown = server.state.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    server.wait().await
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

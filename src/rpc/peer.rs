@@ -1,0 +1,579 @@
+//! `Peer`: the connections of one process and everything that moves envelopes over them.
+//!
+//! Each connection has two halves driven by one `io` future:
+//! - the reader decodes frames, hands responses to the waiting `request` and everything
+//!   else to a bounded incoming queue (the handler loop), and drops a peer that stays
+//!   silent past `receive_timeout`;
+//! - the writer drains a bounded outgoing queue in batches into the socket's write
+//!   buffer and flushes once per batch, and sends a WebSocket ping every
+//!   `keepalive_interval`.
+//!
+//! Sending never waits: a connection whose outgoing queue is full (in messages or bytes)
+//! is a consumer that cannot keep up, and is cut with a logged reason so one slow client
+//! never grows the server's memory.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU32, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    connection::{Codec, Connection, Frame, FrameSink, FrameStream, ReadError},
+    envelope::{ConnectionId, Receipt},
+    error::RpcError,
+    metrics::RpcMetrics,
+    proto::{self, EnvelopedMessage, RequestMessage},
+};
+
+/// How long a closing connection waits for the other side before the socket is dropped,
+/// so the last frames (an `Error`, the close frame) are read before any reset.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The most envelopes the writer takes from the queue before it flushes.
+const MAX_BATCH: usize = 256;
+
+/// WebSocket close codes used by the server.
+pub mod close_code {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// Limits and timers of every connection of a `Peer`.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    pub codec: Codec,
+    /// Envelopes queued for one connection before it is cut as a slow consumer.
+    pub outgoing_queue_messages: usize,
+    /// Encoded bytes queued for one connection before it is cut as a slow consumer.
+    pub outgoing_queue_bytes: usize,
+    /// Envelopes read ahead of the handler loop; a full queue stops reading (back-pressure).
+    pub incoming_queue_messages: usize,
+    /// A WebSocket ping is sent this often.
+    pub keepalive_interval: Duration,
+    /// A peer from which no frame (not even a pong) arrives for this long is dropped.
+    pub receive_timeout: Duration,
+    /// A socket write or flush that takes longer than this cuts the connection.
+    pub write_timeout: Duration,
+    /// `request` gives up after this long with `Timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        PeerConfig {
+            codec: Codec::default(),
+            outgoing_queue_messages: 1024,
+            outgoing_queue_bytes: 16 * 1024 * 1024,
+            incoming_queue_messages: 64,
+            keepalive_interval: Duration::from_secs(10),
+            receive_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+enum Outgoing {
+    Envelope { envelope: proto::Envelope, bytes: usize },
+    Close { code: u16, reason: String },
+}
+
+struct ConnectionState {
+    outgoing: mpsc::Sender<Outgoing>,
+    queued_bytes: AtomicUsize,
+    next_message_id: AtomicU32,
+    /// Requests awaiting a response, by message id; `None` once the connection is gone.
+    response_channels: Mutex<Option<HashMap<u32, oneshot::Sender<proto::Envelope>>>>,
+    /// Cancelled to cut the connection at once (slow consumer, server reset).
+    killed: CancellationToken,
+    /// Why the connection was cut, for the log and the disconnect metric.
+    kill_reason: Mutex<Option<(&'static str, String)>>,
+}
+
+impl ConnectionState {
+    fn next_message_id(&self) -> u32 {
+        self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// A short label: `closed`, `silent`, `slow_consumer`, `bad_frame`, `transport`, ...
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+pub struct Peer {
+    server_id: AtomicU32,
+    next_connection_id: AtomicU32,
+    connections: RwLock<HashMap<ConnectionId, Arc<ConnectionState>>>,
+    config: PeerConfig,
+    metrics: RpcMetrics,
+}
+
+impl Peer {
+    /// `server_id` is the first half of every `ConnectionId` this peer hands out (the
+    /// server's row in the `servers` table; 0 in clients).
+    pub fn new(server_id: u32, config: PeerConfig, metrics: RpcMetrics) -> Arc<Self> {
+        Arc::new(Peer {
+            server_id: AtomicU32::new(server_id),
+            next_connection_id: AtomicU32::new(1),
+            connections: RwLock::new(HashMap::new()),
+            config,
+            metrics,
+        })
+    }
+
+    pub fn server_id(&self) -> u32 {
+        self.server_id.load(Ordering::Relaxed)
+    }
+
+    pub fn config(&self) -> &PeerConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &RpcMetrics {
+        &self.metrics
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.read().len()
+    }
+
+    pub fn connection_ids(&self) -> Vec<ConnectionId> {
+        self.connections.read().keys().copied().collect()
+    }
+
+    /// Registers a connection. Returns its id, the `io` future that must be polled for
+    /// the connection to make progress (it resolves when the connection ends), and the
+    /// queue of incoming envelopes that are not responses.
+    pub fn add_connection(
+        self: &Arc<Self>,
+        connection: Connection,
+    ) -> (
+        ConnectionId,
+        impl Future<Output = Disconnect> + Send + 'static,
+        mpsc::Receiver<proto::Envelope>,
+    ) {
+        let id = ConnectionId {
+            server_id: self.server_id(),
+            id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
+        };
+        let (outgoing_tx, outgoing_rx) = mpsc::channel(self.config.outgoing_queue_messages.max(1));
+        let (incoming_tx, incoming_rx) = mpsc::channel(self.config.incoming_queue_messages.max(1));
+        let state = Arc::new(ConnectionState {
+            outgoing: outgoing_tx,
+            queued_bytes: AtomicUsize::new(0),
+            next_message_id: AtomicU32::new(1),
+            response_channels: Mutex::new(Some(HashMap::new())),
+            killed: CancellationToken::new(),
+            kill_reason: Mutex::new(None),
+        });
+        self.connections.write().insert(id, state.clone());
+        self.metrics.connections.inc();
+
+        let peer = self.clone();
+        let io = async move {
+            let Connection { sink, stream } = connection;
+            let reader = peer.read_loop(id, &state, stream, incoming_tx);
+            let writer = peer.write_loop(&state, sink, outgoing_rx);
+            tokio::pin!(reader, writer);
+            let ended = tokio::select! {
+                ended = &mut reader => {
+                    // Let the writer flush what the reader queued last (an Error, a close).
+                    let _ = tokio::time::timeout(peer.config.write_timeout, &mut writer).await;
+                    ended
+                }
+                ended = &mut writer => {
+                    let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                    ended
+                }
+                _ = state.killed.cancelled() => {
+                    let (kind, detail) = state.kill_reason.lock().clone()
+                        .unwrap_or(("killed", String::new()));
+                    Disconnect { kind, detail }
+                }
+            };
+            peer.connections.write().remove(&id);
+            // Dropping the senders fails every request still waiting on this connection.
+            state.response_channels.lock().take();
+            peer.metrics.connections.dec();
+            peer.metrics.disconnects.with_label_values(&[ended.kind]).inc();
+            ended
+        };
+        (id, io, incoming_rx)
+    }
+
+    async fn read_loop(
+        &self,
+        id: ConnectionId,
+        state: &ConnectionState,
+        mut stream: FrameStream,
+        incoming: mpsc::Sender<proto::Envelope>,
+    ) -> Disconnect {
+        loop {
+            let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await {
+                Err(_) => {
+                    return Disconnect {
+                        kind: "silent",
+                        detail: format!("no frame for {:?}", self.config.receive_timeout),
+                    };
+                }
+                Ok(None) => return Disconnect { kind: "closed", detail: "end of stream".into() },
+                Ok(Some(Err(ReadError::TooLarge(detail)))) => {
+                    let max = self.config.codec.max_frame_bytes;
+                    let error = RpcError::new(
+                        proto::ErrorCode::PayloadTooLarge,
+                        format!("frame exceeds the {max} byte cap"),
+                    )
+                    .with_tag("max_frame_bytes", max);
+                    self.fail_connection(state, error, close_code::TOO_BIG);
+                    // The rest of the oversized frame is still unread; reading it would
+                    // cost what the cap prevents. Wait instead, so the client reads our
+                    // Error before the socket is dropped.
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    return Disconnect { kind: "bad_frame", detail };
+                }
+                Ok(Some(Err(ReadError::Transport(detail)))) => {
+                    return Disconnect { kind: "transport", detail };
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            match frame {
+                Frame::Binary(bytes) => match self.config.codec.decode(&bytes) {
+                    Ok(envelope) => {
+                        let name = proto::payload_name(envelope.payload.as_ref());
+                        self.metrics.messages_in.with_label_values(&[name]).inc();
+                        if let Some(request_id) = envelope.responding_to {
+                            let waiting = state
+                                .response_channels
+                                .lock()
+                                .as_mut()
+                                .and_then(|channels| channels.remove(&request_id));
+                            match waiting {
+                                Some(tx) => {
+                                    let _ = tx.send(envelope);
+                                }
+                                None => tracing::debug!(%id, request_id, "response to no pending request"),
+                            }
+                        } else if incoming.send(envelope).await.is_err() {
+                            return Disconnect { kind: "closed", detail: "handler loop ended".into() };
+                        }
+                    }
+                    Err(error) => {
+                        let code = if error.code == proto::ErrorCode::PayloadTooLarge {
+                            close_code::TOO_BIG
+                        } else {
+                            close_code::INVALID_PAYLOAD
+                        };
+                        let detail = error.message.clone();
+                        self.fail_connection(state, error, code);
+                        drain(&mut stream).await;
+                        return Disconnect { kind: "bad_frame", detail };
+                    }
+                },
+                Frame::Text(_) => {
+                    let error = RpcError::new(
+                        proto::ErrorCode::InvalidRequest,
+                        "text frames are not part of the protocol; send binary envelopes",
+                    );
+                    self.fail_connection(state, error, close_code::UNSUPPORTED_DATA);
+                    drain(&mut stream).await;
+                    return Disconnect { kind: "bad_frame", detail: "text frame".into() };
+                }
+                // Any frame proves liveness; the WebSocket layer answers pings itself.
+                Frame::Ping(_) | Frame::Pong(_) => {}
+                Frame::Close(_) => {
+                    let _ = state.outgoing.try_send(Outgoing::Close {
+                        code: close_code::NORMAL,
+                        reason: String::new(),
+                    });
+                    return Disconnect { kind: "closed", detail: "closed by peer".into() };
+                }
+            }
+        }
+    }
+
+    async fn write_loop(
+        &self,
+        state: &ConnectionState,
+        mut sink: FrameSink,
+        mut outgoing: mpsc::Receiver<Outgoing>,
+    ) -> Disconnect {
+        let timeout = self.config.write_timeout;
+        let mut scratch = Vec::new();
+        let period = self.config.keepalive_interval;
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let first = tokio::select! {
+                item = outgoing.recv() => item,
+                _ = keepalive.tick() => {
+                    if !matches!(tokio::time::timeout(timeout, sink.send(Frame::Ping(Bytes::new()))).await, Ok(Ok(()))) {
+                        return Disconnect { kind: "write_failed", detail: "keepalive ping".into() };
+                    }
+                    continue;
+                }
+            };
+            let Some(mut item) = first else {
+                return Disconnect { kind: "closed", detail: "outgoing queue closed".into() };
+            };
+            // Feed a batch into the socket's write buffer, then flush once: one syscall
+            // per batch instead of one per message.
+            let mut close = None;
+            for _ in 0..MAX_BATCH {
+                match item {
+                    Outgoing::Envelope { envelope, bytes } => {
+                        state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                        let name = proto::payload_name(envelope.payload.as_ref());
+                        match self.config.codec.encode(&envelope, &mut scratch) {
+                            Ok(frame) => {
+                                if !matches!(tokio::time::timeout(timeout, sink.feed(Frame::Binary(frame))).await, Ok(Ok(()))) {
+                                    return Disconnect { kind: "write_failed", detail: "socket write".into() };
+                                }
+                                self.metrics.messages_out.with_label_values(&[name]).inc();
+                            }
+                            Err(error) => tracing::error!(%error, name, "dropping an envelope that cannot be encoded"),
+                        }
+                    }
+                    Outgoing::Close { code, reason } => {
+                        close = Some((code, reason));
+                        break;
+                    }
+                }
+                match outgoing.try_recv() {
+                    Ok(next) => item = next,
+                    Err(_) => break,
+                }
+            }
+            if !matches!(tokio::time::timeout(timeout, sink.flush()).await, Ok(Ok(()))) {
+                return Disconnect { kind: "write_failed", detail: "socket flush".into() };
+            }
+            if let Some((code, reason)) = close {
+                let _ = tokio::time::timeout(timeout, sink.send(Frame::Close(Some((code, reason.clone()))))).await;
+                return Disconnect { kind: "closed", detail: format!("closed by us ({code}: {reason})") };
+            }
+            keepalive.reset();
+        }
+    }
+
+    /// Queues an `Error` (not a response) and a close frame: the end of a connection
+    /// that sent something we cannot accept.
+    fn fail_connection(&self, state: &ConnectionState, error: RpcError, code: u16) {
+        self.metrics.errors.with_label_values(&[error.code.as_str_name()]).inc();
+        let envelope = proto::Envelope {
+            id: state.next_message_id(),
+            payload: Some(proto::envelope::Payload::Error(error.to_proto())),
+            ..Default::default()
+        };
+        let bytes = envelope.encoded_len();
+        let _ = state.outgoing.try_send(Outgoing::Envelope { envelope, bytes });
+        let _ = state.outgoing.try_send(Outgoing::Close { code, reason: error.message });
+    }
+
+    fn connection(&self, id: ConnectionId) -> Result<Arc<ConnectionState>, RpcError> {
+        self.connections.read().get(&id).cloned().ok_or_else(RpcError::disconnected)
+    }
+
+    /// Cuts a connection at once, without a close handshake.
+    fn kill(&self, state: &ConnectionState, kind: &'static str, detail: String) {
+        let mut reason = state.kill_reason.lock();
+        if reason.is_none() {
+            *reason = Some((kind, detail));
+            state.killed.cancel();
+        }
+    }
+
+    /// Queues an envelope without waiting. A full queue means a consumer that cannot
+    /// keep up: it is disconnected rather than buffered without bound.
+    fn enqueue(&self, id: ConnectionId, state: &ConnectionState, envelope: proto::Envelope) -> Result<(), RpcError> {
+        let bytes = envelope.encoded_len();
+        let max_frame = self.config.codec.max_frame_bytes;
+        if bytes > max_frame {
+            return Err(super::connection::too_large(bytes, max_frame));
+        }
+        let queued = state.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if queued > self.config.outgoing_queue_bytes {
+            state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.metrics.queue_overflows.with_label_values(&["bytes"]).inc();
+            let detail = format!("outgoing queue over {} bytes", self.config.outgoing_queue_bytes);
+            tracing::warn!(%id, %detail, "disconnecting slow consumer");
+            self.kill(state, "slow_consumer", detail);
+            return Err(RpcError::disconnected());
+        }
+        match state.outgoing.try_send(Outgoing::Envelope { envelope, bytes }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                self.metrics.queue_overflows.with_label_values(&["messages"]).inc();
+                let detail = format!("outgoing queue full ({} messages)", self.config.outgoing_queue_messages);
+                tracing::warn!(%id, %detail, "disconnecting slow consumer");
+                self.kill(state, "slow_consumer", detail);
+                Err(RpcError::disconnected())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RpcError::disconnected()),
+        }
+    }
+
+    fn envelope(
+        state: &ConnectionState,
+        payload: proto::envelope::Payload,
+        responding_to: Option<u32>,
+        original_sender_id: Option<ConnectionId>,
+    ) -> proto::Envelope {
+        proto::Envelope {
+            id: state.next_message_id(),
+            responding_to,
+            original_sender_id: original_sender_id.map(Into::into),
+            payload: Some(payload),
+        }
+    }
+
+    /// Sends a message; does not wait for the socket.
+    pub fn send<T: EnvelopedMessage>(&self, to: ConnectionId, message: T) -> Result<(), RpcError> {
+        let state = self.connection(to)?;
+        let envelope = Self::envelope(&state, message.into_payload(), None, None);
+        self.enqueue(to, &state, envelope)
+    }
+
+    /// Relays a message from `sender` to `to`, marking its original sender.
+    pub fn forward_send<T: EnvelopedMessage>(
+        &self,
+        sender: ConnectionId,
+        to: ConnectionId,
+        message: T,
+    ) -> Result<(), RpcError> {
+        let state = self.connection(to)?;
+        let envelope = Self::envelope(&state, message.into_payload(), None, Some(sender));
+        self.enqueue(to, &state, envelope)
+    }
+
+    /// Sends a request and waits (up to `request_timeout`) for its declared response.
+    pub async fn request<T: RequestMessage>(&self, to: ConnectionId, request: T) -> Result<T::Response, RpcError> {
+        self.request_internal(None, to, request).await
+    }
+
+    /// Relays a request from `sender` to `to` and waits for the answer.
+    pub async fn forward_request<T: RequestMessage>(
+        &self,
+        sender: ConnectionId,
+        to: ConnectionId,
+        request: T,
+    ) -> Result<T::Response, RpcError> {
+        self.request_internal(Some(sender), to, request).await
+    }
+
+    async fn request_internal<T: RequestMessage>(
+        &self,
+        original_sender_id: Option<ConnectionId>,
+        to: ConnectionId,
+        request: T,
+    ) -> Result<T::Response, RpcError> {
+        let state = self.connection(to)?;
+        let envelope = Self::envelope(&state, request.into_payload(), None, original_sender_id);
+        let message_id = envelope.id;
+        let (tx, rx) = oneshot::channel();
+        state
+            .response_channels
+            .lock()
+            .as_mut()
+            .ok_or_else(RpcError::disconnected)?
+            .insert(message_id, tx);
+        let forget = || {
+            if let Some(channels) = state.response_channels.lock().as_mut() {
+                channels.remove(&message_id);
+            }
+        };
+        if let Err(error) = self.enqueue(to, &state, envelope) {
+            forget();
+            return Err(error);
+        }
+        let response = match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Err(_) => {
+                forget();
+                return Err(RpcError::timeout(T::NAME).with_tag("peer", to));
+            }
+            Ok(Err(_)) => return Err(RpcError::disconnected()),
+            Ok(Ok(response)) => response,
+        };
+        match response.payload {
+            Some(proto::envelope::Payload::Error(error)) => Err(RpcError::from_proto(error)),
+            Some(payload) => T::Response::from_payload(payload).ok_or_else(|| {
+                RpcError::new(
+                    proto::ErrorCode::Internal,
+                    format!("{} was answered with the wrong message type", T::NAME),
+                )
+            }),
+            None => Err(RpcError::new(proto::ErrorCode::Internal, "empty response")),
+        }
+    }
+
+    /// Answers a request with its declared response type.
+    pub fn respond<T: RequestMessage>(&self, receipt: Receipt<T>, response: T::Response) -> Result<(), RpcError> {
+        let state = self.connection(receipt.sender_id)?;
+        let envelope = Self::envelope(&state, response.into_payload(), Some(receipt.message_id), None);
+        self.enqueue(receipt.sender_id, &state, envelope)
+    }
+
+    /// Answers a request with an error.
+    pub fn respond_with_error<T>(&self, receipt: Receipt<T>, error: RpcError) -> Result<(), RpcError> {
+        self.respond_with_error_to(receipt.sender_id, receipt.message_id, error)
+    }
+
+    /// Answers the envelope `message_id` (whatever its type) with an error.
+    pub(crate) fn respond_with_error_to(
+        &self,
+        to: ConnectionId,
+        message_id: u32,
+        error: RpcError,
+    ) -> Result<(), RpcError> {
+        self.metrics.errors.with_label_values(&[error.code.as_str_name()]).inc();
+        let state = self.connection(to)?;
+        let payload = proto::envelope::Payload::Error(error.to_proto());
+        let envelope = Self::envelope(&state, payload, Some(message_id), None);
+        self.enqueue(to, &state, envelope)
+    }
+
+    /// Closes a connection politely: queued envelopes go out, then a close frame.
+    pub fn close(&self, id: ConnectionId, code: u16, reason: &str) {
+        if let Ok(state) = self.connection(id) {
+            let close = Outgoing::Close { code, reason: reason.to_string() };
+            if state.outgoing.try_send(close).is_err() {
+                self.kill(&state, "closed", format!("closed by us ({code}: {reason})"));
+            }
+        }
+    }
+
+    /// Cuts a connection at once.
+    pub fn disconnect(&self, id: ConnectionId, reason: &str) {
+        if let Ok(state) = self.connection(id) {
+            self.kill(&state, "disconnected", reason.to_string());
+        }
+    }
+}
+
+/// Reads and discards frames until the peer closes or fails, so the socket is not reset
+/// while our last frames are still in flight.
+async fn drain(stream: &mut FrameStream) {
+    while let Some(Ok(frame)) = stream.next().await {
+        if matches!(frame, Frame::Close(_)) {
+            break;
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The handler registry and the per-connection loop.
+//!
+//! Handlers are plain async functions registered by message type (`TypeId`), once each:
+//! `add_request_handler(f)` for `f(request, Response<M>, session)` and
+//! `add_message_handler(f)` for `f(message, session)`. The session type `S` belongs to the
+//! caller (the domain), so this module stays free of users, rooms and databases.
+//!
+//! The loop runs a connection's handlers concurrently (up to `max_in_flight`, then it
+//! stops reading: back-pressure rather than unbounded tasks) and guarantees an answer to
+//! every request: the handler's response, its error, `Internal` when it returned without
+//! responding or panicked, or `UnknownMessage` when nobody handles the message.
+
+use std::{
+    any::TypeId,
+    collections::HashMap,
+    future::Future,
+    panic::AssertUnwindSafe,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Instant,
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    envelope::{ConnectionId, Receipt, TypedEnvelope, into_typed},
+    error::RpcError,
+    peer::Peer,
+    proto::{self, EnvelopedMessage, RequestMessage},
+};
+
+type Handler<S> =
+    Box<dyn Fn(ConnectionId, proto::Envelope, S) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// The answer slot of one request. Consuming `send` answers it; if the handler returns
+/// without calling it, the registry answers `Internal` instead.
+pub struct Response<M: RequestMessage> {
+    peer: Arc<Peer>,
+    receipt: Receipt<M>,
+    responded: Arc<AtomicBool>,
+}
+
+impl<M: RequestMessage> Response<M> {
+    pub fn send(self, response: M::Response) -> Result<(), RpcError> {
+        self.responded.store(true, Ordering::SeqCst);
+        self.peer.respond(self.receipt, response)
+    }
+
+    /// The connection that sent the request.
+    pub fn sender_id(&self) -> ConnectionId {
+        self.receipt.sender_id
+    }
+}
+
+pub struct Server<S> {
+    peer: Arc<Peer>,
+    handlers: HashMap<TypeId, Handler<S>>,
+    max_in_flight: usize,
+}
+
+impl<S: Clone + Send + Sync + 'static> Server<S> {
+    pub fn new(peer: Arc<Peer>, max_in_flight: usize) -> Self {
+        Server { peer, handlers: HashMap::new(), max_in_flight: max_in_flight.max(1) }
+    }
+
+    pub fn peer(&self) -> &Arc<Peer> {
+        &self.peer
+    }
+
+    fn insert(&mut self, type_id: TypeId, name: &str, handler: Handler<S>) {
+        if self.handlers.insert(type_id, handler).is_some() {
+            panic!("a handler for {name} is already registered");
+        }
+    }
+
+    /// Registers the handler of request `M`. Panics if `M` already has one.
+    pub fn add_request_handler<M, F, Fut, E>(&mut self, handler: F) -> &mut Self
+    where
+        M: RequestMessage,
+        F: Fn(M, Response<M>, S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<RpcError> + Send + 'static,
+    {
+        let peer = self.peer.clone();
+        let handler = Arc::new(handler);
+        self.insert(
+            TypeId::of::<M>(),
+            M::NAME,
+            Box::new(move |sender, envelope, session| {
+                let peer = peer.clone();
+                let handler = handler.clone();
+                async move {
+                    let Some(TypedEnvelope { message_id, payload, .. }) = into_typed::<M>(sender, envelope)
+                    else {
+                        return;
+                    };
+                    let responded = Arc::new(AtomicBool::new(false));
+                    let response = Response {
+                        peer: peer.clone(),
+                        receipt: Receipt::new(sender, message_id),
+                        responded: responded.clone(),
+                    };
+                    let outcome = AssertUnwindSafe(handler(payload, response, session))
+                        .catch_unwind()
+                        .await;
+                    let error = match outcome {
+                        Ok(Ok(())) if responded.load(Ordering::SeqCst) => return,
+                        Ok(Ok(())) => {
+                            tracing::error!(message = M::NAME, "request handler returned without responding");
+                            RpcError::internal()
+                        }
+                        Ok(Err(error)) => error.into(),
+                        Err(_) => {
+                            tracing::error!(message = M::NAME, "request handler panicked");
+                            RpcError::internal()
+                        }
+                    };
+                    if responded.load(Ordering::SeqCst) {
+                        tracing::warn!(message = M::NAME, %error, "handler failed after responding");
+                    } else if let Err(send_error) = peer.respond_with_error_to(sender, message_id, error) {
+                        tracing::debug!(%sender, %send_error, "could not send error response");
+                    }
+                }
+                .boxed()
+            }),
+        );
+        self
+    }
+
+    /// Registers the handler of message `M` (no response). Panics if `M` already has one.
+    pub fn add_message_handler<M, F, Fut, E>(&mut self, handler: F) -> &mut Self
+    where
+        M: EnvelopedMessage,
+        F: Fn(M, S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<RpcError> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.insert(
+            TypeId::of::<M>(),
+            M::NAME,
+            Box::new(move |sender, envelope, session| {
+                let handler = handler.clone();
+                async move {
+                    let Some(typed) = into_typed::<M>(sender, envelope) else {
+                        return;
+                    };
+                    match AssertUnwindSafe(handler(typed.payload, session)).catch_unwind().await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            let error: RpcError = error.into();
+                            tracing::warn!(message = M::NAME, %sender, %error, "message handler failed");
+                        }
+                        Err(_) => tracing::error!(message = M::NAME, "message handler panicked"),
+                    }
+                }
+                .boxed()
+            }),
+        );
+        self
+    }
+
+    /// Runs the handlers of one connection until its incoming queue ends or `shutdown`
+    /// fires; then waits for the handlers already running.
+    pub async fn handle_connection(
+        self: Arc<Self>,
+        connection_id: ConnectionId,
+        mut incoming: mpsc::Receiver<proto::Envelope>,
+        session: S,
+        shutdown: CancellationToken,
+    ) {
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = shutdown.cancelled() => break,
+                envelope = incoming.recv(), if in_flight.len() < self.max_in_flight => {
+                    let Some(envelope) = envelope else { break };
+                    in_flight.push(self.dispatch(connection_id, envelope, session.clone()));
+                }
+            }
+        }
+        while in_flight.next().await.is_some() {}
+    }
+
+    fn dispatch(&self, sender: ConnectionId, envelope: proto::Envelope, session: S) -> BoxFuture<'static, ()> {
+        let received_at = Instant::now();
+        let Some(payload) = envelope.payload.as_ref() else {
+            // A payload field this build does not know (a newer client): answer so a
+            // waiting requester fails fast; a stray response is ignored by the client.
+            let error = RpcError::new(proto::ErrorCode::UnknownMessage, "unknown message payload");
+            let _ = self.peer.respond_with_error_to(sender, envelope.id, error);
+            return futures::future::ready(()).boxed();
+        };
+        let (type_id, name) = proto::payload_type(payload);
+        match self.handlers.get(&type_id) {
+            Some(handler) => {
+                let future = handler(sender, envelope, session);
+                let histogram = self.peer.metrics().handler_seconds.with_label_values(&[name]);
+                async move {
+                    future.await;
+                    histogram.observe(received_at.elapsed().as_secs_f64());
+                }
+                .boxed()
+            }
+            None => {
+                tracing::debug!(%sender, message = name, "no handler");
+                if proto::is_request(payload) {
+                    let _ = self.peer.respond_with_error_to(sender, envelope.id, RpcError::unknown_message(name));
+                }
+                futures::future::ready(()).boxed()
+            }
+        }
+    }
+}
