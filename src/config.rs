@@ -15,7 +15,12 @@ use crate::rpc::{
 #[derive(Args, Clone, Debug)]
 pub struct StoreArgs {
     /// Directory for the embedded SQLite database and the generated JWT secret.
-    #[arg(long, env = "COLLAB_DATA_DIR", default_value = "collab-data", global = true)]
+    #[arg(
+        long,
+        env = "COLLAB_DATA_DIR",
+        default_value = "collab-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Database URL (`postgres://…` or `sqlite://…`). Default: SQLite in the data directory.
@@ -30,14 +35,21 @@ pub struct StoreArgs {
 
 impl StoreArgs {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        StoreArgs { data_dir: data_dir.into(), database_url: None, jwt_secret: None }
+        StoreArgs {
+            data_dir: data_dir.into(),
+            database_url: None,
+            jwt_secret: None,
+        }
     }
 
     /// The configured URL, or SQLite in the data directory (created if missing).
     pub fn database_url(&self) -> String {
         match &self.database_url {
             Some(url) => url.clone(),
-            None => format!("sqlite://{}?mode=rwc", self.data_dir.join("collab.db").display()),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("collab.db").display()
+            ),
         }
     }
 }

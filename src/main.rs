@@ -11,13 +11,23 @@ use collab::{
 };
 
 #[derive(Parser)]
-#[command(name = "collab", version, about = "A self-hostable real-time collaboration server for code editors")]
+#[command(
+    name = "collab",
+    version,
+    about = "A self-hostable real-time collaboration server for code editors"
+)]
 struct Cli {
     #[command(flatten)]
     store: StoreArgs,
 
     /// Log format (logs go to stderr).
-    #[arg(long, env = "COLLAB_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "COLLAB_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     log_format: LogFormat,
 
     #[command(subcommand)]
@@ -60,9 +70,12 @@ enum TokenCommand {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -119,15 +132,26 @@ async fn token(store: StoreArgs, command: TokenCommand) -> anyhow::Result<()> {
             let (model, ensured) = db.ensure_user(&user, None, is_admin).await?;
             match ensured {
                 collab::db::queries::users::Ensured::Created => {
-                    eprintln!("created user {} (id {}){}", model.login, model.id, if admin { " as an admin" } else { "" })
+                    eprintln!(
+                        "created user {} (id {}){}",
+                        model.login,
+                        model.id,
+                        if admin { " as an admin" } else { "" }
+                    )
                 }
-                collab::db::queries::users::Ensured::Updated => eprintln!("made {} an admin", model.login),
+                collab::db::queries::users::Ensured::Updated => {
+                    eprintln!("made {} an admin", model.login)
+                }
                 collab::db::queries::users::Ensured::Unchanged => {}
             }
-            let secret = collab::auth::secret::load_or_create(store.jwt_secret.as_deref(), &store.data_dir)?;
+            let secret =
+                collab::auth::secret::load_or_create(store.jwt_secret.as_deref(), &store.data_dir)?;
             let auth = collab::auth::Auth::new(&secret);
             let minted = auth.mint_access_token(&db, &model, None, ttl).await?;
-            eprintln!("token id (jti) {} for {}, expires {}", minted.jti, model.login, minted.expires_at);
+            eprintln!(
+                "token id (jti) {} for {}, expires {}",
+                minted.jti, model.login, minted.expires_at
+            );
             println!("{}", minted.token);
             Ok(())
         }
@@ -145,9 +169,18 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     let server = serve::start(config).await?;
     let addr = server.addr;
     println!("collab listening on http://{addr}");
-    println!("  RPC:     ws://{addr}/rpc   (Authorization: Bearer <token>, x-collab-protocol-version: {})", collab::rpc::proto::PROTOCOL_VERSION);
-    println!("  health:  http://{addr}/healthz   stats: http://{addr}/stats   metrics: http://{addr}/metrics");
-    let data_flag = if uses_sqlite { format!(" --data-dir {}", data_dir.display()) } else { " --database-url <same URL>".to_string() };
+    println!(
+        "  RPC:     ws://{addr}/rpc   (Authorization: Bearer <token>, x-collab-protocol-version: {})",
+        collab::rpc::proto::PROTOCOL_VERSION
+    );
+    println!(
+        "  health:  http://{addr}/healthz   stats: http://{addr}/stats   metrics: http://{addr}/metrics"
+    );
+    let data_flag = if uses_sqlite {
+        format!(" --data-dir {}", data_dir.display())
+    } else {
+        " --database-url <same URL>".to_string()
+    };
     println!("  token:   collab token create --user <login>{data_flag}");
     let shutdown = server.state.shutdown.clone();
     tokio::spawn(async move {
@@ -162,7 +195,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -19,16 +19,27 @@ impl Metrics {
     pub fn new(db_retries: &prometheus::IntCounter) -> Self {
         let registry = Registry::new();
         let rpc = RpcMetrics::new(Some(&registry));
-        let users_online = IntGauge::new("collab_users_online", "Users with at least one RPC connection").unwrap();
+        let users_online = IntGauge::new(
+            "collab_users_online",
+            "Users with at least one RPC connection",
+        )
+        .unwrap();
         let connections_refused = prometheus::IntCounter::new(
             "collab_rpc_connections_refused_total",
             "RPC upgrades refused because the connection limit was reached",
         )
         .unwrap();
         registry.register(Box::new(users_online.clone())).unwrap();
-        registry.register(Box::new(connections_refused.clone())).unwrap();
+        registry
+            .register(Box::new(connections_refused.clone()))
+            .unwrap();
         registry.register(Box::new(db_retries.clone())).unwrap();
-        Metrics { registry, rpc, users_online, connections_refused }
+        Metrics {
+            registry,
+            rpc,
+            users_online,
+            connections_refused,
+        }
     }
 
     pub fn render(&self) -> String {

@@ -46,7 +46,11 @@ impl SeedReport {
 impl std::fmt::Display for SeedReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.changed_nothing() {
-            return write!(f, "nothing to change: all {} users are already as seeded", self.unchanged.len());
+            return write!(
+                f,
+                "nothing to change: all {} users are already as seeded",
+                self.unchanged.len()
+            );
         }
         write!(
             f,
@@ -61,13 +65,18 @@ impl std::fmt::Display for SeedReport {
 }
 
 pub fn read_seed_file(path: &Path) -> anyhow::Result<SeedFile> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
 pub async fn seed(db: &Database, file: &SeedFile) -> anyhow::Result<SeedReport> {
     let mut report = SeedReport::default();
-    let entries = file.admins.iter().map(|user| (user, true)).chain(file.users.iter().map(|user| (user, false)));
+    let entries = file
+        .admins
+        .iter()
+        .map(|user| (user, true))
+        .chain(file.users.iter().map(|user| (user, false)));
     for (user, is_admin) in entries {
         let (_, ensured) = db
             .ensure_user(&user.login, user.name.as_deref(), is_admin)

@@ -62,13 +62,18 @@ impl RunningServer {
 }
 
 /// Connects the database (migrating unless told not to) for any subcommand.
-pub async fn open_database(config: &crate::config::StoreArgs, migrate: bool) -> anyhow::Result<Database> {
+pub async fn open_database(
+    config: &crate::config::StoreArgs,
+    migrate: bool,
+) -> anyhow::Result<Database> {
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }
     let url = config.database_url();
-    let db = Database::connect(&url).await.with_context(|| format!("connecting to {}", redact(&url)))?;
+    let db = Database::connect(&url)
+        .await
+        .with_context(|| format!("connecting to {}", redact(&url)))?;
     if migrate {
         let applied = db.migrate().await.context("applying migrations")?;
         if !applied.is_empty() {
@@ -91,11 +96,18 @@ pub fn redact(url: &str) -> String {
 
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let db = open_database(&config.store, !config.no_migrate).await?;
-    let secret = auth::secret::load_or_create(config.store.jwt_secret.as_deref(), &config.store.data_dir)?;
+    let secret =
+        auth::secret::load_or_create(config.store.jwt_secret.as_deref(), &config.store.data_dir)?;
     let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-    let server_id = db.register_server(&hostname, env!("CARGO_PKG_VERSION")).await?;
+    let server_id = db
+        .register_server(&hostname, env!("CARGO_PKG_VERSION"))
+        .await?;
     let metrics = Metrics::new(&db.retries);
-    let peer = Peer::new(server_id.0 as u32, config.peer_config(), metrics.rpc.clone());
+    let peer = Peer::new(
+        server_id.0 as u32,
+        config.peer_config(),
+        metrics.rpc.clone(),
+    );
     let listener = TcpListener::bind(config.bind)
         .await
         .with_context(|| format!("binding {}", config.bind))?;
@@ -116,7 +128,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         config,
     });
     let rpc = Arc::new(collab::build_server(peer, state.config.max_in_flight));
-    let router = router(HttpState { app: state.clone(), rpc });
+    let router = router(HttpState {
+        app: state.clone(),
+        rpc,
+    });
 
     let send_buffer = state.config.socket_send_buffer;
     let listener = listener.tap_io(move |tcp| {
@@ -140,8 +155,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("serving")?;
         // Connections saw the same token: they are finishing their handlers and closing.
         state.connections.close();
-        if tokio::time::timeout(state.config.shutdown_timeout, state.connections.wait()).await.is_err() {
-            tracing::warn!(left = state.peer.connection_count(), "shutdown timeout: cutting connections");
+        if tokio::time::timeout(state.config.shutdown_timeout, state.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = state.peer.connection_count(),
+                "shutdown timeout: cutting connections"
+            );
             for id in state.peer.connection_ids() {
                 state.peer.disconnect(id, "shutdown timeout");
             }
@@ -205,7 +226,10 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         state.metrics.render(),
     )
 }

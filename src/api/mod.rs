@@ -19,7 +19,13 @@ pub fn routes() -> Router<HttpState> {
     Router::new()
         .route("/api/user", get(users::current_user))
         .route("/api/users", post(users::create_user))
-        .route("/api/users/{id}/access_tokens", post(tokens::create_access_token))
+        .route(
+            "/api/users/{id}/access_tokens",
+            post(tokens::create_access_token),
+        )
         .route("/api/ws-token", post(tokens::create_ws_token))
-        .route("/api/access_tokens/{jti}", delete(tokens::revoke_access_token))
+        .route(
+            "/api/access_tokens/{jti}",
+            delete(tokens::revoke_access_token),
+        )
 }

@@ -29,9 +29,9 @@ fn ttl(requested: Option<u64>, default: Duration) -> Result<Duration> {
     match requested {
         None => Ok(default),
         Some(0) => Err(Error::invalid("ttl_seconds must be positive")),
-        Some(seconds) if seconds > MAX_TTL_SECONDS => {
-            Err(Error::invalid(format!("ttl_seconds must be at most {MAX_TTL_SECONDS}")))
-        }
+        Some(seconds) if seconds > MAX_TTL_SECONDS => Err(Error::invalid(format!(
+            "ttl_seconds must be at most {MAX_TTL_SECONDS}"
+        ))),
         Some(seconds) => Ok(Duration::from_secs(seconds)),
     }
 }
@@ -68,11 +68,23 @@ pub async fn create_access_token(
         .ok_or_else(|| Error::not_found(format!("no user {id}")))?;
     let ttl = ttl(body.ttl_seconds, state.config.token_ttl)?;
     let minted = if body.impersonate {
-        state.auth.mint_access_token(&state.db, admin, Some(&target), ttl).await?
+        state
+            .auth
+            .mint_access_token(&state.db, admin, Some(&target), ttl)
+            .await?
     } else {
-        state.auth.mint_access_token(&state.db, &target, None, ttl).await?
+        state
+            .auth
+            .mint_access_token(&state.db, &target, None, ttl)
+            .await?
     };
-    Ok((StatusCode::CREATED, Json(TokenJson { minted, user_id: target.id.0 })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenJson {
+            minted,
+            user_id: target.id.0,
+        }),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -93,21 +105,39 @@ pub async fn create_ws_token(
     let user = match body.user_id {
         None => principal.user_id(),
         Some(id) if id == principal.user_id().0 => principal.user_id(),
-        Some(id) if principal.is_admin() => state
-            .db
-            .get_user(UserId(id))
-            .await?
-            .ok_or_else(|| Error::not_found(format!("no user {id}")))?
-            .id,
-        Some(_) => return Err(Error::forbidden("only admins may mint tokens for other users")),
+        Some(id) if principal.is_admin() => {
+            state
+                .db
+                .get_user(UserId(id))
+                .await?
+                .ok_or_else(|| Error::not_found(format!("no user {id}")))?
+                .id
+        }
+        Some(_) => {
+            return Err(Error::forbidden(
+                "only admins may mint tokens for other users",
+            ));
+        }
     };
-    if body.document.as_deref().is_some_and(|doc| doc.is_empty() || doc.len() > 512) {
+    if body
+        .document
+        .as_deref()
+        .is_some_and(|doc| doc.is_empty() || doc.len() > 512)
+    {
         return Err(Error::invalid("document must be 1-512 characters"));
     }
     let ttl = ttl(body.ttl_seconds, state.config.ws_token_ttl)?;
     let permission = body.permission.unwrap_or(Permission::Write);
-    let minted = state.auth.mint_ws_token(user, body.document, permission, ttl)?;
-    Ok((StatusCode::CREATED, Json(TokenJson { minted, user_id: user.0 })))
+    let minted = state
+        .auth
+        .mint_ws_token(user, body.document, permission, ttl)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenJson {
+            minted,
+            user_id: user.0,
+        }),
+    ))
 }
 
 pub async fn revoke_access_token(
@@ -121,7 +151,9 @@ pub async fn revoke_access_token(
         .await?
         .ok_or_else(|| Error::not_found(format!("no access token {jti}")))?;
     if !principal.is_admin() && token.user_id != principal.user_id() {
-        return Err(Error::forbidden("only admins may revoke other users' tokens"));
+        return Err(Error::forbidden(
+            "only admins may revoke other users' tokens",
+        ));
     }
     state.db.revoke_access_token(&jti).await?;
     Ok(StatusCode::NO_CONTENT)

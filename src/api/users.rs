@@ -22,7 +22,12 @@ pub struct UserJson {
 
 impl From<&user::Model> for UserJson {
     fn from(user: &user::Model) -> Self {
-        UserJson { id: user.id.0, login: user.login.clone(), name: user.name.clone(), is_admin: user.is_admin }
+        UserJson {
+            id: user.id.0,
+            login: user.login.clone(),
+            name: user.name.clone(),
+            is_admin: user.is_admin,
+        }
     }
 }
 
@@ -40,7 +45,10 @@ pub async fn current_user(principal: Principal) -> Json<CurrentUser> {
         Principal::Impersonated { admin, .. } => Some(admin.into()),
         _ => None,
     };
-    Json(CurrentUser { user: principal.user().into(), impersonator })
+    Json(CurrentUser {
+        user: principal.user().into(),
+        impersonator,
+    })
 }
 
 #[derive(Deserialize)]
@@ -61,7 +69,14 @@ pub async fn create_user(
     if !principal.is_admin() {
         return Err(Error::forbidden("only admins may create users"));
     }
-    let (user, ensured) = state.db.ensure_user(&body.login, body.name.as_deref(), body.is_admin).await?;
-    let status = if ensured == Ensured::Created { StatusCode::CREATED } else { StatusCode::OK };
+    let (user, ensured) = state
+        .db
+        .ensure_user(&body.login, body.name.as_deref(), body.is_admin)
+        .await?;
+    let status = if ensured == Ensured::Created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json((&user).into())))
 }

@@ -13,9 +13,15 @@ use crate::{AppState, error::Error};
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, &'static str> {
-    let value = headers.get(AUTHORIZATION).ok_or("no Authorization header")?;
-    let value = value.to_str().map_err(|_| "Authorization header is not ASCII")?;
-    let (scheme, token) = value.split_once(' ').ok_or("Authorization header is not 'Bearer <token>'")?;
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or("no Authorization header")?;
+    let value = value
+        .to_str()
+        .map_err(|_| "Authorization header is not ASCII")?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or("Authorization header is not 'Bearer <token>'")?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err("Authorization header is not 'Bearer <token>'");
     }
@@ -23,15 +29,22 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, &'static str> {
 }
 
 /// Authenticates a request's bearer token; logs why a token is refused.
-pub async fn authenticate_headers(state: &AppState, headers: &HeaderMap) -> Result<Principal, Error> {
+pub async fn authenticate_headers(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, Error> {
     let token = bearer_token(headers).map_err(|reason| {
         tracing::info!(reason, "request refused");
         Error::unauthorized("missing or malformed bearer token")
     })?;
-    state.auth.authenticate(&state.db, token).await.map_err(|rejection| {
-        tracing::info!(reason = %rejection, "token refused");
-        Error::unauthorized("invalid, expired or revoked token")
-    })
+    state
+        .auth
+        .authenticate(&state.db, token)
+        .await
+        .map_err(|rejection| {
+            tracing::info!(reason = %rejection, "token refused");
+            Error::unauthorized("invalid, expired or revoked token")
+        })
 }
 
 impl<S> FromRequestParts<S> for Principal

@@ -30,7 +30,10 @@ pub enum Principal {
     /// An administrator acting as themselves, with admin rights.
     Admin(user::Model),
     /// An administrator acting as another user, with that user's rights only.
-    Impersonated { user: user::Model, admin: user::Model },
+    Impersonated {
+        user: user::Model,
+        admin: user::Model,
+    },
 }
 
 impl Principal {
@@ -80,7 +83,9 @@ fn expiry(ttl: Duration) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
 
 impl Auth {
     pub fn new(secret: &[u8]) -> Self {
-        Auth { keys: Keys::new(secret) }
+        Auth {
+            keys: Keys::new(secret),
+        }
     }
 
     /// Mints an access token for `user` (or, when `impersonated` is set, for the admin
@@ -107,9 +112,19 @@ impl Auth {
             impersonated_user_id: impersonated.map(|user| user.id.0),
         };
         let token = self.keys.encode(&claims).map_err(anyhow::Error::from)?;
-        db.insert_access_token(&jti, user.id, impersonated.map(|u| u.id), user.is_admin, expires_at)
-            .await?;
-        Ok(MintedToken { token, jti, expires_at })
+        db.insert_access_token(
+            &jti,
+            user.id,
+            impersonated.map(|u| u.id),
+            user.is_admin,
+            expires_at,
+        )
+        .await?;
+        Ok(MintedToken {
+            token,
+            jti,
+            expires_at,
+        })
     }
 
     /// Checks signature, expiry, audience, the token's row (it must exist and not be
@@ -128,8 +143,13 @@ impl Auth {
         if row.revoked_at.is_some() {
             return Err(Rejection(format!("token {} was revoked", claims.jti)));
         }
-        if row.user_id.0 != claims.user_id || row.impersonated_user_id.map(|id| id.0) != claims.impersonated_user_id {
-            return Err(Rejection(format!("token {} does not match its record", claims.jti)));
+        if row.user_id.0 != claims.user_id
+            || row.impersonated_user_id.map(|id| id.0) != claims.impersonated_user_id
+        {
+            return Err(Rejection(format!(
+                "token {} does not match its record",
+                claims.jti
+            )));
         }
         let user = db
             .get_user(row.user_id)
@@ -146,7 +166,10 @@ impl Auth {
                     .await
                     .map_err(internal)?
                     .ok_or_else(|| Rejection(format!("user {target} no longer exists")))?;
-                Ok(Principal::Impersonated { user: target, admin: user })
+                Ok(Principal::Impersonated {
+                    user: target,
+                    admin: user,
+                })
             }
             // Admin rights need both the token's claim and the user's current flag, so
             // demoting an admin takes effect on tokens already issued.
@@ -175,7 +198,11 @@ impl Auth {
             permission,
         };
         let token = self.keys.encode(&claims).map_err(anyhow::Error::from)?;
-        Ok(MintedToken { token, jti, expires_at })
+        Ok(MintedToken {
+            token,
+            jti,
+            expires_at,
+        })
     }
 
     pub fn verify_ws_token(&self, token: &str) -> Result<WsClaims, Rejection> {

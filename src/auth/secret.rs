@@ -21,7 +21,11 @@ pub fn load_or_create(configured: Option<&str>, data_dir: &Path) -> anyhow::Resu
     match fs::read_to_string(&path) {
         Ok(secret) => {
             let secret = secret.trim();
-            anyhow::ensure!(secret.len() >= MIN_SECRET_LEN, "{} is too short", path.display());
+            anyhow::ensure!(
+                secret.len() >= MIN_SECRET_LEN,
+                "{} is too short",
+                path.display()
+            );
             return Ok(secret.as_bytes().to_vec());
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}

@@ -30,7 +30,8 @@ use tokio::{sync::Notify, task::JoinHandle};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig};
 
 use crate::rpc::{
-    Connection, ConnectionId, EnvelopedMessage, Peer, PeerConfig, RequestMessage, RpcError, TypedEnvelope,
+    Connection, ConnectionId, EnvelopedMessage, Peer, PeerConfig, RequestMessage, RpcError,
+    TypedEnvelope,
     envelope::into_typed,
     metrics::RpcMetrics,
     peer::close_code,
@@ -93,16 +94,28 @@ impl Client {
         Self::connect_with(url, token, ClientOptions::default()).await
     }
 
-    pub async fn connect_with(url: &str, token: &str, options: ClientOptions) -> Result<Client, ConnectError> {
-        let mut request = url.into_client_request().map_err(|e| ConnectError::Invalid(e.to_string()))?;
+    pub async fn connect_with(
+        url: &str,
+        token: &str,
+        options: ClientOptions,
+    ) -> Result<Client, ConnectError> {
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| ConnectError::Invalid(e.to_string()))?;
         let headers = request.headers_mut();
         headers.insert(
             "authorization",
-            format!("Bearer {token}").parse().map_err(|_| ConnectError::Invalid("token is not a header value".into()))?,
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| ConnectError::Invalid("token is not a header value".into()))?,
         );
         headers.insert(
             "x-collab-protocol-version",
-            options.protocol_version.to_string().parse().expect("digits are a header value"),
+            options
+                .protocol_version
+                .to_string()
+                .parse()
+                .expect("digits are a header value"),
         );
         let max = options.peer.codec.max_frame_bytes;
         let config = WebSocketConfig::default()
@@ -127,7 +140,8 @@ impl Client {
             })?;
 
         let peer = Peer::new(0, options.peer.clone(), RpcMetrics::new(None));
-        let (connection_id, io, mut incoming) = peer.add_connection(Connection::from_tungstenite(socket));
+        let (connection_id, io, mut incoming) =
+            peer.add_connection(Connection::from_tungstenite(socket));
         let inbox = Arc::new(Inbox::default());
         let capacity = options.inbox_capacity.max(1);
 
@@ -151,7 +165,9 @@ impl Client {
         let io = tokio::spawn(async move {
             let sort = async {
                 while let Some(envelope) = incoming.recv().await {
-                    let Some(payload) = envelope.payload.as_ref() else { continue };
+                    let Some(payload) = envelope.payload.as_ref() else {
+                        continue;
+                    };
                     let type_id = proto::payload_type(payload).0;
                     let mut queues = io_inbox.queues.lock();
                     let queue = queues.entry(type_id).or_default();
@@ -168,7 +184,13 @@ impl Client {
             io_inbox.closed.store(true, Ordering::SeqCst);
             io_inbox.arrived.notify_waiters();
         });
-        Ok(Client { peer, connection_id, hello, inbox, io })
+        Ok(Client {
+            peer,
+            connection_id,
+            hello,
+            inbox,
+            io,
+        })
     }
 
     /// The `Hello` the server sent: this connection's peer id and the user id.
@@ -177,7 +199,10 @@ impl Client {
     }
 
     pub fn peer_id(&self) -> ConnectionId {
-        self.hello.peer_id.map(Into::into).unwrap_or(ConnectionId { server_id: 0, id: 0 })
+        self.hello.peer_id.map(Into::into).unwrap_or(ConnectionId {
+            server_id: 0,
+            id: 0,
+        })
     }
 
     pub fn user_id(&self) -> u64 {
@@ -195,17 +220,30 @@ impl Client {
     }
 
     /// Answers a request the server relayed to this client.
-    pub fn respond<T: RequestMessage>(&self, request: &TypedEnvelope<T>, response: T::Response) -> Result<(), RpcError> {
+    pub fn respond<T: RequestMessage>(
+        &self,
+        request: &TypedEnvelope<T>,
+        response: T::Response,
+    ) -> Result<(), RpcError> {
         self.peer.respond(request.receipt(), response)
     }
 
-    pub fn respond_with_error<T: RequestMessage>(&self, request: &TypedEnvelope<T>, error: RpcError) -> Result<(), RpcError> {
+    pub fn respond_with_error<T: RequestMessage>(
+        &self,
+        request: &TypedEnvelope<T>,
+        error: RpcError,
+    ) -> Result<(), RpcError> {
         self.peer.respond_with_error(request.receipt(), error)
     }
 
     /// Takes the oldest unclaimed message of type `M`, if any.
     pub fn try_recv<M: EnvelopedMessage>(&self) -> Option<TypedEnvelope<M>> {
-        let envelope = self.inbox.queues.lock().get_mut(&TypeId::of::<M>())?.pop_front()?;
+        let envelope = self
+            .inbox
+            .queues
+            .lock()
+            .get_mut(&TypeId::of::<M>())?
+            .pop_front()?;
         into_typed(self.connection_id, envelope)
     }
 
@@ -227,7 +265,10 @@ impl Client {
     }
 
     /// Like `recv`, giving up after `timeout` with `Timeout`.
-    pub async fn recv_timeout<M: EnvelopedMessage>(&self, timeout: Duration) -> Result<TypedEnvelope<M>, RpcError> {
+    pub async fn recv_timeout<M: EnvelopedMessage>(
+        &self,
+        timeout: Duration,
+    ) -> Result<TypedEnvelope<M>, RpcError> {
         tokio::time::timeout(timeout, self.recv::<M>())
             .await
             .unwrap_or_else(|_| Err(RpcError::timeout(M::NAME)))
@@ -257,7 +298,8 @@ impl Client {
 
     /// Closes the connection with a close frame and waits for it to end.
     pub async fn close(&self) {
-        self.peer.close(self.connection_id, close_code::NORMAL, "client closed");
+        self.peer
+            .close(self.connection_id, close_code::NORMAL, "client closed");
         self.closed().await;
     }
 }

@@ -28,7 +28,10 @@ impl Cluster {
         } else {
             Err(RpcError::new(
                 ErrorCode::Unavailable,
-                format!("connection {to} belongs to server {}, which this server cannot reach", to.server_id),
+                format!(
+                    "connection {to} belongs to server {}, which this server cannot reach",
+                    to.server_id
+                ),
             ))
         }
     }
@@ -46,7 +49,11 @@ impl Cluster {
         self.route(to)?.forward_send(sender, to, message)
     }
 
-    pub async fn request<M: RequestMessage>(&self, to: ConnectionId, request: M) -> Result<M::Response, RpcError> {
+    pub async fn request<M: RequestMessage>(
+        &self,
+        to: ConnectionId,
+        request: M,
+    ) -> Result<M::Response, RpcError> {
         self.route(to)?.request(to, request).await
     }
 
@@ -61,7 +68,11 @@ impl Cluster {
 
     /// Sends `message` to each connection. A failure for one receiver (gone, too slow)
     /// is logged and does not stop the others.
-    pub fn broadcast<M: EnvelopedMessage>(&self, to: impl IntoIterator<Item = ConnectionId>, message: &M) {
+    pub fn broadcast<M: EnvelopedMessage>(
+        &self,
+        to: impl IntoIterator<Item = ConnectionId>,
+        message: &M,
+    ) {
         for receiver in to {
             if let Err(error) = self.send(receiver, message.clone()) {
                 tracing::debug!(%receiver, %error, message = M::NAME, "broadcast skipped a receiver");

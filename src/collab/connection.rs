@@ -34,7 +34,11 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 fn supported_versions() -> String {
-    SUPPORTED_PROTOCOL_VERSIONS.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+    SUPPORTED_PROTOCOL_VERSIONS
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Checks the version header: `Err(426 response)` when it is missing or unsupported.
@@ -62,7 +66,11 @@ fn check_version(headers: &HeaderMap) -> Result<u32, Response> {
     }
 }
 
-pub async fn rpc_upgrade(State(http): State<HttpState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+pub async fn rpc_upgrade(
+    State(http): State<HttpState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     let state = http.app.clone();
     let version = match check_version(&headers) {
         Ok(version) => version,
@@ -77,7 +85,10 @@ pub async fn rpc_upgrade(State(http): State<HttpState>, headers: HeaderMap, upgr
     }
     if state.peer.connection_count() >= state.config.max_connections {
         state.metrics.connections_refused.inc();
-        tracing::warn!(limit = state.config.max_connections, "refused connection: limit reached");
+        tracing::warn!(
+            limit = state.config.max_connections,
+            "refused connection: limit reached"
+        );
         return Error::unavailable("too many connections").into_response();
     }
     let frame_cap = state.config.max_frame_bytes;
@@ -88,7 +99,9 @@ pub async fn rpc_upgrade(State(http): State<HttpState>, headers: HeaderMap, upgr
         .max_frame_size(frame_cap)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(run_connection(state, rpc, socket, principal, version)))
+        .on_upgrade(move |socket| {
+            tracker.track_future(run_connection(state, rpc, socket, principal, version))
+        })
 }
 
 async fn run_connection(
@@ -115,10 +128,19 @@ async fn run_connection(
         if let Err(error) = contacts::connection_added(&state, connection_id, user_id).await {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed");
         }
-        let session = Session { connection_id, principal: Arc::new(principal), state: state.clone() };
-        rpc.handle_connection(connection_id, incoming, session, state.shutdown.clone()).await;
+        let session = Session {
+            connection_id,
+            principal: Arc::new(principal),
+            state: state.clone(),
+        };
+        rpc.handle_connection(connection_id, incoming, session, state.shutdown.clone())
+            .await;
         if state.shutdown.is_cancelled() {
-            state.peer.close(connection_id, close_code::GOING_AWAY, "server shutting down");
+            state.peer.close(
+                connection_id,
+                close_code::GOING_AWAY,
+                "server shutting down",
+            );
         }
     }
 
@@ -131,6 +153,8 @@ async fn run_connection(
             connection = %connection_id, user = %user_id,
             reason = disconnect.kind, detail = %disconnect.detail, "disconnected"
         ),
-        Err(error) => tracing::error!(connection = %connection_id, %error, "connection task failed"),
+        Err(error) => {
+            tracing::error!(connection = %connection_id, %error, "connection task failed")
+        }
     }
 }

@@ -17,15 +17,21 @@ use crate::{
 };
 
 fn user_id(value: u64, field: &str) -> Result<UserId> {
-    UserId::from_proto(value).ok_or_else(|| Error::invalid(format!("{field} is not a valid user id")))
+    UserId::from_proto(value)
+        .ok_or_else(|| Error::invalid(format!("{field} is not a valid user id")))
 }
 
 fn send_to_user(state: &AppState, user: UserId, update: &proto::UpdateContacts) {
-    state.cluster.broadcast(state.pool.user_connections(user), update);
+    state
+        .cluster
+        .broadcast(state.pool.user_connections(user), update);
 }
 
 fn contact(state: &AppState, user: UserId) -> proto::Contact {
-    proto::Contact { user_id: user.to_proto(), online: state.pool.is_online(user) }
+    proto::Contact {
+        user_id: user.to_proto(),
+        online: state.pool.is_online(user),
+    }
 }
 
 /// Tells both users that `requester`'s request to `responder` became a contact.
@@ -64,12 +70,18 @@ pub async fn request_contact(
             send_to_user(
                 state,
                 requester,
-                &proto::UpdateContacts { outgoing_requests: vec![responder.to_proto()], ..Default::default() },
+                &proto::UpdateContacts {
+                    outgoing_requests: vec![responder.to_proto()],
+                    ..Default::default()
+                },
             );
             send_to_user(
                 state,
                 responder,
-                &proto::UpdateContacts { incoming_requests: vec![requester.to_proto()], ..Default::default() },
+                &proto::UpdateContacts {
+                    incoming_requests: vec![requester.to_proto()],
+                    ..Default::default()
+                },
             );
         }
         RequestOutcome::AcceptedTheirs => announce_accepted(state, responder, requester),
@@ -88,23 +100,37 @@ pub async fn respond_to_contact_request(
     let accept = match proto::ContactRequestResponse::try_from(request.response) {
         Ok(proto::ContactRequestResponse::Accept) => true,
         Ok(proto::ContactRequestResponse::Decline) => false,
-        Err(_) => return Err(Error::invalid(format!("unknown response {}", request.response))),
+        Err(_) => {
+            return Err(Error::invalid(format!(
+                "unknown response {}",
+                request.response
+            )));
+        }
     };
     let state = &session.state;
     let _order = state.contacts_lock.lock().await;
-    state.db.respond_to_contact_request(responder, requester, accept).await?;
+    state
+        .db
+        .respond_to_contact_request(responder, requester, accept)
+        .await?;
     if accept {
         announce_accepted(state, requester, responder);
     } else {
         send_to_user(
             state,
             requester,
-            &proto::UpdateContacts { remove_outgoing_requests: vec![responder.to_proto()], ..Default::default() },
+            &proto::UpdateContacts {
+                remove_outgoing_requests: vec![responder.to_proto()],
+                ..Default::default()
+            },
         );
         send_to_user(
             state,
             responder,
-            &proto::UpdateContacts { remove_incoming_requests: vec![requester.to_proto()], ..Default::default() },
+            &proto::UpdateContacts {
+                remove_incoming_requests: vec![requester.to_proto()],
+                ..Default::default()
+            },
         );
     }
     response.send(proto::Ack {})?;
@@ -123,16 +149,34 @@ pub async fn remove_contact(
     let removed = state.db.remove_contact(user, other).await?;
     let (mine, theirs) = match removed {
         ContactState::Accepted => (
-            proto::UpdateContacts { remove_contacts: vec![other.to_proto()], ..Default::default() },
-            proto::UpdateContacts { remove_contacts: vec![user.to_proto()], ..Default::default() },
+            proto::UpdateContacts {
+                remove_contacts: vec![other.to_proto()],
+                ..Default::default()
+            },
+            proto::UpdateContacts {
+                remove_contacts: vec![user.to_proto()],
+                ..Default::default()
+            },
         ),
         ContactState::Outgoing => (
-            proto::UpdateContacts { remove_outgoing_requests: vec![other.to_proto()], ..Default::default() },
-            proto::UpdateContacts { remove_incoming_requests: vec![user.to_proto()], ..Default::default() },
+            proto::UpdateContacts {
+                remove_outgoing_requests: vec![other.to_proto()],
+                ..Default::default()
+            },
+            proto::UpdateContacts {
+                remove_incoming_requests: vec![user.to_proto()],
+                ..Default::default()
+            },
         ),
         ContactState::Incoming => (
-            proto::UpdateContacts { remove_incoming_requests: vec![other.to_proto()], ..Default::default() },
-            proto::UpdateContacts { remove_outgoing_requests: vec![user.to_proto()], ..Default::default() },
+            proto::UpdateContacts {
+                remove_incoming_requests: vec![other.to_proto()],
+                ..Default::default()
+            },
+            proto::UpdateContacts {
+                remove_outgoing_requests: vec![user.to_proto()],
+                ..Default::default()
+            },
         ),
     };
     send_to_user(state, user, &mine);
@@ -143,10 +187,17 @@ pub async fn remove_contact(
 
 /// A new connection: send it the full contact state, and if it is the user's first,
 /// tell their contacts they are online.
-pub async fn connection_added(state: &AppState, connection: ConnectionId, user: UserId) -> Result<()> {
+pub async fn connection_added(
+    state: &AppState,
+    connection: ConnectionId,
+    user: UserId,
+) -> Result<()> {
     let _order = state.contacts_lock.lock().await;
     let first = state.pool.add(connection, user);
-    state.metrics.users_online.set(state.pool.users_online() as i64);
+    state
+        .metrics
+        .users_online
+        .set(state.pool.users_online() as i64);
     let contacts = state.db.get_contacts(user).await?;
     let mut full = proto::UpdateContacts::default();
     for (other, contact_state) in &contacts {
@@ -169,7 +220,10 @@ pub async fn connection_removed(state: &AppState, connection: ConnectionId) -> R
     let Some((user, last)) = state.pool.remove(connection) else {
         return Ok(());
     };
-    state.metrics.users_online.set(state.pool.users_online() as i64);
+    state
+        .metrics
+        .users_online
+        .set(state.pool.users_online() as i64);
     if last {
         let contacts = state.db.get_contacts(user).await?;
         announce_status(state, user, false, &contacts);
@@ -177,9 +231,17 @@ pub async fn connection_removed(state: &AppState, connection: ConnectionId) -> R
     Ok(())
 }
 
-fn announce_status(state: &AppState, user: UserId, online: bool, contacts: &[(UserId, ContactState)]) {
+fn announce_status(
+    state: &AppState,
+    user: UserId,
+    online: bool,
+    contacts: &[(UserId, ContactState)],
+) {
     let update = proto::UpdateContacts {
-        contacts: vec![proto::Contact { user_id: user.to_proto(), online }],
+        contacts: vec![proto::Contact {
+            user_id: user.to_proto(),
+            online,
+        }],
         ..Default::default()
     };
     for (other, contact_state) in contacts {

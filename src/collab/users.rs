@@ -11,7 +11,11 @@ const MAX_IDS: usize = 1000;
 const MAX_SEARCH_RESULTS: u32 = 50;
 
 pub fn user_to_proto(user: &user::Model) -> proto::User {
-    proto::User { id: user.id.to_proto(), login: user.login.clone(), name: user.name.clone() }
+    proto::User {
+        id: user.id.to_proto(),
+        login: user.login.clone(),
+        name: user.name.clone(),
+    }
 }
 
 pub async fn get_users(
@@ -20,11 +24,19 @@ pub async fn get_users(
     session: Session,
 ) -> Result<()> {
     if request.user_ids.len() > MAX_IDS {
-        return Err(Error::invalid(format!("at most {MAX_IDS} user ids per request")));
+        return Err(Error::invalid(format!(
+            "at most {MAX_IDS} user ids per request"
+        )));
     }
-    let ids: Vec<UserId> = request.user_ids.iter().filter_map(|id| UserId::from_proto(*id)).collect();
+    let ids: Vec<UserId> = request
+        .user_ids
+        .iter()
+        .filter_map(|id| UserId::from_proto(*id))
+        .collect();
     let users = session.db().get_users(&ids).await?;
-    response.send(proto::UsersResponse { users: users.iter().map(user_to_proto).collect() })?;
+    response.send(proto::UsersResponse {
+        users: users.iter().map(user_to_proto).collect(),
+    })?;
     Ok(())
 }
 
@@ -37,7 +49,12 @@ pub async fn search_users(
         0 => MAX_SEARCH_RESULTS,
         limit => limit.min(MAX_SEARCH_RESULTS),
     };
-    let users = session.db().search_users(&request.query, limit as u64).await?;
-    response.send(proto::UsersResponse { users: users.iter().map(user_to_proto).collect() })?;
+    let users = session
+        .db()
+        .search_users(&request.query, limit as u64)
+        .await?;
+    response.send(proto::UsersResponse {
+        users: users.iter().map(user_to_proto).collect(),
+    })?;
     Ok(())
 }

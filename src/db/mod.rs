@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use sea_orm::{
-    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    IsolationLevel, RuntimeErr, TransactionTrait,
+    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
+    RuntimeErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -41,8 +41,8 @@ impl Database {
         let mut options = ConnectOptions::new(url.to_string());
         options
             .sqlx_logging(false)
-            .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
             options.map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -129,10 +129,16 @@ fn is_retryable(error: &DbErr) -> bool {
         return false;
     };
     let code = database_error.code().unwrap_or_default();
-    matches!(code.as_ref(), "40001" | "40P01" | "5" | "6" | "261" | "517" | "262")
+    matches!(
+        code.as_ref(),
+        "40001" | "40P01" | "5" | "6" | "261" | "517" | "262"
+    )
 }
 
 /// `true` when the error is a unique-constraint violation (a lost insert race).
 pub fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }

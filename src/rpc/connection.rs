@@ -73,7 +73,10 @@ impl Connection {
             }
             Err(error) => Err(classify_axum_error(error)),
         });
-        Connection { sink: Box::pin(sink), stream: Box::pin(stream) }
+        Connection {
+            sink: Box::pin(sink),
+            stream: Box::pin(stream),
+        }
     }
 
     /// Wraps a client-side tokio-tungstenite socket.
@@ -86,18 +89,20 @@ impl Connection {
             protocol::{CloseFrame, frame::coding::CloseCode},
         };
         let (sink, stream) = socket.split();
-        let sink = sink.sink_map_err(std::io::Error::other).with(|frame: Frame| {
-            futures::future::ready(Ok::<_, std::io::Error>(match frame {
-                Frame::Binary(bytes) => Message::Binary(bytes),
-                Frame::Text(text) => Message::Text(text.into()),
-                Frame::Ping(bytes) => Message::Ping(bytes),
-                Frame::Pong(bytes) => Message::Pong(bytes),
-                Frame::Close(close) => Message::Close(close.map(|(code, reason)| CloseFrame {
-                    code: CloseCode::from(code),
-                    reason: reason.into(),
-                })),
-            }))
-        });
+        let sink = sink
+            .sink_map_err(std::io::Error::other)
+            .with(|frame: Frame| {
+                futures::future::ready(Ok::<_, std::io::Error>(match frame {
+                    Frame::Binary(bytes) => Message::Binary(bytes),
+                    Frame::Text(text) => Message::Text(text.into()),
+                    Frame::Ping(bytes) => Message::Ping(bytes),
+                    Frame::Pong(bytes) => Message::Pong(bytes),
+                    Frame::Close(close) => Message::Close(close.map(|(code, reason)| CloseFrame {
+                        code: CloseCode::from(code),
+                        reason: reason.into(),
+                    })),
+                }))
+            });
         let stream = stream.filter_map(|message| {
             futures::future::ready(match message {
                 Ok(Message::Binary(bytes)) => Some(Ok(Frame::Binary(bytes))),
@@ -111,7 +116,10 @@ impl Connection {
                 Err(error) => Some(Err(classify_tungstenite_error(&error))),
             })
         });
-        Connection { sink: Box::pin(sink), stream: Box::pin(stream) }
+        Connection {
+            sink: Box::pin(sink),
+            stream: Box::pin(stream),
+        }
     }
 }
 
@@ -161,11 +169,13 @@ impl Default for Codec {
 impl Codec {
     /// Encodes one envelope into one frame's bytes, compressing large ones. `scratch` is
     /// reused between calls so the hot path does not allocate an encode buffer each time.
-    pub fn encode(&self, envelope: &proto::Envelope, scratch: &mut Vec<u8>) -> Result<Bytes, RpcError> {
+    pub fn encode(
+        &self,
+        envelope: &proto::Envelope,
+        scratch: &mut Vec<u8>,
+    ) -> Result<Bytes, RpcError> {
         scratch.clear();
-        envelope
-            .encode(scratch)
-            .map_err(|_| RpcError::internal())?;
+        envelope.encode(scratch).map_err(|_| RpcError::internal())?;
         let bytes = if scratch.len() >= self.compression_threshold {
             match zstd::bulk::compress(scratch, self.compression_level) {
                 Ok(compressed) if compressed.len() < scratch.len() => Bytes::from(compressed),
@@ -187,10 +197,10 @@ impl Codec {
             return Err(too_large(bytes.len(), self.max_frame_bytes));
         }
         if bytes.starts_with(&ZSTD_MAGIC) {
-            let decoder = zstd::stream::read::Decoder::new(bytes).map_err(|error| {
-                invalid_frame(format!("bad zstd frame: {error}"))
-            })?;
-            let mut inflated = Vec::with_capacity(bytes.len().saturating_mul(4).min(self.max_frame_bytes));
+            let decoder = zstd::stream::read::Decoder::new(bytes)
+                .map_err(|error| invalid_frame(format!("bad zstd frame: {error}")))?;
+            let mut inflated =
+                Vec::with_capacity(bytes.len().saturating_mul(4).min(self.max_frame_bytes));
             decoder
                 .take(self.max_frame_bytes as u64 + 1)
                 .read_to_end(&mut inflated)
@@ -198,7 +208,10 @@ impl Codec {
             if inflated.len() > self.max_frame_bytes {
                 return Err(RpcError::new(
                     proto::ErrorCode::PayloadTooLarge,
-                    format!("decompressed frame exceeds the {} byte cap", self.max_frame_bytes),
+                    format!(
+                        "decompressed frame exceeds the {} byte cap",
+                        self.max_frame_bytes
+                    ),
                 )
                 .with_tag("max_frame_bytes", self.max_frame_bytes));
             }
@@ -259,13 +272,21 @@ mod tests {
     #[test]
     fn no_envelope_encoding_starts_with_the_zstd_magic() {
         let mut scratch = Vec::new();
-        proto::Envelope { id: 1, ..Default::default() }.encode(&mut scratch).unwrap();
+        proto::Envelope {
+            id: 1,
+            ..Default::default()
+        }
+        .encode(&mut scratch)
+        .unwrap();
         assert_ne!(scratch[0], ZSTD_MAGIC[0]);
     }
 
     #[test]
     fn a_bomb_is_refused_at_the_cap() {
-        let codec = Codec { max_frame_bytes: 64 * 1024, ..Codec::default() };
+        let codec = Codec {
+            max_frame_bytes: 64 * 1024,
+            ..Codec::default()
+        };
         let bomb = zstd::bulk::compress(&vec![0u8; 10 * 1024 * 1024], 3).unwrap();
         assert!(bomb.len() < codec.max_frame_bytes);
         let error = codec.decode(&bomb).unwrap_err();
@@ -275,9 +296,15 @@ mod tests {
     #[test]
     fn garbage_and_truncated_frames_are_invalid_requests() {
         let codec = Codec::default();
-        assert_eq!(codec.decode(&[0xff, 0xff, 0xff]).unwrap_err().code, proto::ErrorCode::InvalidRequest);
+        assert_eq!(
+            codec.decode(&[0xff, 0xff, 0xff]).unwrap_err().code,
+            proto::ErrorCode::InvalidRequest
+        );
         let mut truncated = ZSTD_MAGIC.to_vec();
         truncated.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(codec.decode(&truncated).unwrap_err().code, proto::ErrorCode::InvalidRequest);
+        assert_eq!(
+            codec.decode(&truncated).unwrap_err().code,
+            proto::ErrorCode::InvalidRequest
+        );
     }
 }

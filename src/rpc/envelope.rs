@@ -20,13 +20,19 @@ impl fmt::Display for ConnectionId {
 
 impl From<ConnectionId> for proto::PeerId {
     fn from(id: ConnectionId) -> Self {
-        proto::PeerId { server_id: id.server_id, id: id.id }
+        proto::PeerId {
+            server_id: id.server_id,
+            id: id.id,
+        }
     }
 }
 
 impl From<proto::PeerId> for ConnectionId {
     fn from(id: proto::PeerId) -> Self {
-        ConnectionId { server_id: id.server_id, id: id.id }
+        ConnectionId {
+            server_id: id.server_id,
+            id: id.id,
+        }
     }
 }
 
@@ -62,7 +68,11 @@ pub struct Receipt<T> {
 
 impl<T> Receipt<T> {
     pub(crate) fn new(sender_id: ConnectionId, message_id: u32) -> Self {
-        Receipt { sender_id, message_id, _request: PhantomData }
+        Receipt {
+            sender_id,
+            message_id,
+            _request: PhantomData,
+        }
     }
 }
 

@@ -15,7 +15,11 @@ pub struct RpcError {
 
 impl RpcError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RpcError { code, message: message.into(), tags: Vec::new() }
+        RpcError {
+            code,
+            message: message.into(),
+            tags: Vec::new(),
+        }
     }
 
     /// Adds a `key=value` tag that clients may branch on.
@@ -28,7 +32,10 @@ impl RpcError {
         Self::new(ErrorCode::Internal, "internal error")
     }
     pub fn unknown_message(name: &str) -> Self {
-        Self::new(ErrorCode::UnknownMessage, format!("no handler for message {name}"))
+        Self::new(
+            ErrorCode::UnknownMessage,
+            format!("no handler for message {name}"),
+        )
     }
     pub fn timeout(what: &str) -> Self {
         Self::new(ErrorCode::Timeout, format!("{what} timed out"))

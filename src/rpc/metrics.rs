@@ -26,7 +26,10 @@ impl RpcMetrics {
         let metrics = RpcMetrics {
             connections: IntGauge::new("collab_rpc_connections", "Open RPC connections").unwrap(),
             messages_in: IntCounterVec::new(
-                Opts::new("collab_rpc_messages_in_total", "Envelopes received, by type"),
+                Opts::new(
+                    "collab_rpc_messages_in_total",
+                    "Envelopes received, by type",
+                ),
                 &["type"],
             )
             .unwrap(),
@@ -50,7 +53,10 @@ impl RpcMetrics {
             )
             .unwrap(),
             disconnects: IntCounterVec::new(
-                Opts::new("collab_rpc_disconnects_total", "Connections ended, by reason"),
+                Opts::new(
+                    "collab_rpc_disconnects_total",
+                    "Connections ended, by reason",
+                ),
                 &["reason"],
             )
             .unwrap(),
@@ -65,13 +71,25 @@ impl RpcMetrics {
         };
         if let Some(registry) = registry {
             // Registration fails only for duplicate names, i.e. a programming error.
-            registry.register(Box::new(metrics.connections.clone())).unwrap();
-            registry.register(Box::new(metrics.messages_in.clone())).unwrap();
-            registry.register(Box::new(metrics.messages_out.clone())).unwrap();
-            registry.register(Box::new(metrics.handler_seconds.clone())).unwrap();
+            registry
+                .register(Box::new(metrics.connections.clone()))
+                .unwrap();
+            registry
+                .register(Box::new(metrics.messages_in.clone()))
+                .unwrap();
+            registry
+                .register(Box::new(metrics.messages_out.clone()))
+                .unwrap();
+            registry
+                .register(Box::new(metrics.handler_seconds.clone()))
+                .unwrap();
             registry.register(Box::new(metrics.errors.clone())).unwrap();
-            registry.register(Box::new(metrics.disconnects.clone())).unwrap();
-            registry.register(Box::new(metrics.queue_overflows.clone())).unwrap();
+            registry
+                .register(Box::new(metrics.disconnects.clone()))
+                .unwrap();
+            registry
+                .register(Box::new(metrics.queue_overflows.clone()))
+                .unwrap();
         }
         metrics
     }

@@ -89,8 +89,14 @@ impl Default for PeerConfig {
 }
 
 enum Outgoing {
-    Envelope { envelope: proto::Envelope, bytes: usize },
-    Close { code: u16, reason: String },
+    Envelope {
+        envelope: proto::Envelope,
+        bytes: usize,
+    },
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 struct ConnectionState {
@@ -101,7 +107,7 @@ struct ConnectionState {
     response_channels: Mutex<Option<HashMap<u32, oneshot::Sender<proto::Envelope>>>>,
     /// Cancelled to cut the connection at once (slow consumer, server reset).
     killed: CancellationToken,
-    /// Why the connection was cut, for the log and the disconnect metric.
+    /// Why the connection was cut or failed, for the log and the disconnect metric.
     kill_reason: Mutex<Option<(&'static str, String)>>,
 }
 
@@ -196,7 +202,10 @@ impl Peer {
             tokio::pin!(reader, writer);
             let ended = tokio::select! {
                 ended = &mut reader => {
-                    // Let the writer flush what the reader queued last (an Error, a close).
+                    // Queue a close (a no-op when the reader already queued its Error and
+                    // close) and let the writer flush what is queued, within bounds.
+                    let code = if ended.kind == "silent" { close_code::POLICY } else { close_code::NORMAL };
+                    let _ = state.outgoing.try_send(Outgoing::Close { code, reason: ended.detail.clone() });
                     let _ = tokio::time::timeout(peer.config.write_timeout, &mut writer).await;
                     ended
                 }
@@ -210,11 +219,19 @@ impl Peer {
                     Disconnect { kind, detail }
                 }
             };
+            // A reason recorded on the way (a bad frame, a kill) beats how the halves ended.
+            let ended = match state.kill_reason.lock().clone() {
+                Some((kind, detail)) => Disconnect { kind, detail },
+                None => ended,
+            };
             peer.connections.write().remove(&id);
             // Dropping the senders fails every request still waiting on this connection.
             state.response_channels.lock().take();
             peer.metrics.connections.dec();
-            peer.metrics.disconnects.with_label_values(&[ended.kind]).inc();
+            peer.metrics
+                .disconnects
+                .with_label_values(&[ended.kind])
+                .inc();
             ended
         };
         (id, io, incoming_rx)
@@ -228,14 +245,20 @@ impl Peer {
         incoming: mpsc::Sender<proto::Envelope>,
     ) -> Disconnect {
         loop {
-            let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await {
+            let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await
+            {
                 Err(_) => {
                     return Disconnect {
                         kind: "silent",
                         detail: format!("no frame for {:?}", self.config.receive_timeout),
                     };
                 }
-                Ok(None) => return Disconnect { kind: "closed", detail: "end of stream".into() },
+                Ok(None) => {
+                    return Disconnect {
+                        kind: "closed",
+                        detail: "end of stream".into(),
+                    };
+                }
                 Ok(Some(Err(ReadError::TooLarge(detail)))) => {
                     let max = self.config.codec.max_frame_bytes;
                     let error = RpcError::new(
@@ -248,10 +271,16 @@ impl Peer {
                     // cost what the cap prevents. Wait instead, so the client reads our
                     // Error before the socket is dropped.
                     tokio::time::sleep(CLOSE_GRACE).await;
-                    return Disconnect { kind: "bad_frame", detail };
+                    return Disconnect {
+                        kind: "bad_frame",
+                        detail,
+                    };
                 }
                 Ok(Some(Err(ReadError::Transport(detail)))) => {
-                    return Disconnect { kind: "transport", detail };
+                    return Disconnect {
+                        kind: "transport",
+                        detail,
+                    };
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
@@ -270,10 +299,15 @@ impl Peer {
                                 Some(tx) => {
                                     let _ = tx.send(envelope);
                                 }
-                                None => tracing::debug!(%id, request_id, "response to no pending request"),
+                                None => {
+                                    tracing::debug!(%id, request_id, "response to no pending request")
+                                }
                             }
                         } else if incoming.send(envelope).await.is_err() {
-                            return Disconnect { kind: "closed", detail: "handler loop ended".into() };
+                            return Disconnect {
+                                kind: "closed",
+                                detail: "handler loop ended".into(),
+                            };
                         }
                     }
                     Err(error) => {
@@ -285,7 +319,10 @@ impl Peer {
                         let detail = error.message.clone();
                         self.fail_connection(state, error, code);
                         drain(&mut stream).await;
-                        return Disconnect { kind: "bad_frame", detail };
+                        return Disconnect {
+                            kind: "bad_frame",
+                            detail,
+                        };
                     }
                 },
                 Frame::Text(_) => {
@@ -295,7 +332,10 @@ impl Peer {
                     );
                     self.fail_connection(state, error, close_code::UNSUPPORTED_DATA);
                     drain(&mut stream).await;
-                    return Disconnect { kind: "bad_frame", detail: "text frame".into() };
+                    return Disconnect {
+                        kind: "bad_frame",
+                        detail: "text frame".into(),
+                    };
                 }
                 // Any frame proves liveness; the WebSocket layer answers pings itself.
                 Frame::Ping(_) | Frame::Pong(_) => {}
@@ -304,7 +344,10 @@ impl Peer {
                         code: close_code::NORMAL,
                         reason: String::new(),
                     });
-                    return Disconnect { kind: "closed", detail: "closed by peer".into() };
+                    return Disconnect {
+                        kind: "closed",
+                        detail: "closed by peer".into(),
+                    };
                 }
             }
         }
@@ -332,7 +375,10 @@ impl Peer {
                 }
             };
             let Some(mut item) = first else {
-                return Disconnect { kind: "closed", detail: "outgoing queue closed".into() };
+                return Disconnect {
+                    kind: "closed",
+                    detail: "outgoing queue closed".into(),
+                };
             };
             // Feed a batch into the socket's write buffer, then flush once: one syscall
             // per batch instead of one per message.
@@ -344,12 +390,21 @@ impl Peer {
                         let name = proto::payload_name(envelope.payload.as_ref());
                         match self.config.codec.encode(&envelope, &mut scratch) {
                             Ok(frame) => {
-                                if !matches!(tokio::time::timeout(timeout, sink.feed(Frame::Binary(frame))).await, Ok(Ok(()))) {
-                                    return Disconnect { kind: "write_failed", detail: "socket write".into() };
+                                if !matches!(
+                                    tokio::time::timeout(timeout, sink.feed(Frame::Binary(frame)))
+                                        .await,
+                                    Ok(Ok(()))
+                                ) {
+                                    return Disconnect {
+                                        kind: "write_failed",
+                                        detail: "socket write".into(),
+                                    };
                                 }
                                 self.metrics.messages_out.with_label_values(&[name]).inc();
                             }
-                            Err(error) => tracing::error!(%error, name, "dropping an envelope that cannot be encoded"),
+                            Err(error) => {
+                                tracing::error!(%error, name, "dropping an envelope that cannot be encoded")
+                            }
                         }
                     }
                     Outgoing::Close { code, reason } => {
@@ -362,12 +417,25 @@ impl Peer {
                     Err(_) => break,
                 }
             }
-            if !matches!(tokio::time::timeout(timeout, sink.flush()).await, Ok(Ok(()))) {
-                return Disconnect { kind: "write_failed", detail: "socket flush".into() };
+            if !matches!(
+                tokio::time::timeout(timeout, sink.flush()).await,
+                Ok(Ok(()))
+            ) {
+                return Disconnect {
+                    kind: "write_failed",
+                    detail: "socket flush".into(),
+                };
             }
             if let Some((code, reason)) = close {
-                let _ = tokio::time::timeout(timeout, sink.send(Frame::Close(Some((code, reason.clone()))))).await;
-                return Disconnect { kind: "closed", detail: format!("closed by us ({code}: {reason})") };
+                let _ = tokio::time::timeout(
+                    timeout,
+                    sink.send(Frame::Close(Some((code, reason.clone())))),
+                )
+                .await;
+                return Disconnect {
+                    kind: "closed",
+                    detail: format!("closed by us ({code}: {reason})"),
+                };
             }
             keepalive.reset();
         }
@@ -376,33 +444,51 @@ impl Peer {
     /// Queues an `Error` (not a response) and a close frame: the end of a connection
     /// that sent something we cannot accept.
     fn fail_connection(&self, state: &ConnectionState, error: RpcError, code: u16) {
-        self.metrics.errors.with_label_values(&[error.code.as_str_name()]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&[error.code.as_str_name()])
+            .inc();
+        state
+            .kill_reason
+            .lock()
+            .get_or_insert(("bad_frame", error.message.clone()));
         let envelope = proto::Envelope {
             id: state.next_message_id(),
             payload: Some(proto::envelope::Payload::Error(error.to_proto())),
             ..Default::default()
         };
         let bytes = envelope.encoded_len();
-        let _ = state.outgoing.try_send(Outgoing::Envelope { envelope, bytes });
-        let _ = state.outgoing.try_send(Outgoing::Close { code, reason: error.message });
+        let _ = state
+            .outgoing
+            .try_send(Outgoing::Envelope { envelope, bytes });
+        let _ = state.outgoing.try_send(Outgoing::Close {
+            code,
+            reason: error.message,
+        });
     }
 
     fn connection(&self, id: ConnectionId) -> Result<Arc<ConnectionState>, RpcError> {
-        self.connections.read().get(&id).cloned().ok_or_else(RpcError::disconnected)
+        self.connections
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or_else(RpcError::disconnected)
     }
 
     /// Cuts a connection at once, without a close handshake.
     fn kill(&self, state: &ConnectionState, kind: &'static str, detail: String) {
-        let mut reason = state.kill_reason.lock();
-        if reason.is_none() {
-            *reason = Some((kind, detail));
-            state.killed.cancel();
-        }
+        state.kill_reason.lock().get_or_insert((kind, detail));
+        state.killed.cancel();
     }
 
     /// Queues an envelope without waiting. A full queue means a consumer that cannot
     /// keep up: it is disconnected rather than buffered without bound.
-    fn enqueue(&self, id: ConnectionId, state: &ConnectionState, envelope: proto::Envelope) -> Result<(), RpcError> {
+    fn enqueue(
+        &self,
+        id: ConnectionId,
+        state: &ConnectionState,
+        envelope: proto::Envelope,
+    ) -> Result<(), RpcError> {
         let bytes = envelope.encoded_len();
         let max_frame = self.config.codec.max_frame_bytes;
         if bytes > max_frame {
@@ -411,18 +497,33 @@ impl Peer {
         let queued = state.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if queued > self.config.outgoing_queue_bytes {
             state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.metrics.queue_overflows.with_label_values(&["bytes"]).inc();
-            let detail = format!("outgoing queue over {} bytes", self.config.outgoing_queue_bytes);
+            self.metrics
+                .queue_overflows
+                .with_label_values(&["bytes"])
+                .inc();
+            let detail = format!(
+                "outgoing queue over {} bytes",
+                self.config.outgoing_queue_bytes
+            );
             tracing::warn!(%id, %detail, "disconnecting slow consumer");
             self.kill(state, "slow_consumer", detail);
             return Err(RpcError::disconnected());
         }
-        match state.outgoing.try_send(Outgoing::Envelope { envelope, bytes }) {
+        match state
+            .outgoing
+            .try_send(Outgoing::Envelope { envelope, bytes })
+        {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                self.metrics.queue_overflows.with_label_values(&["messages"]).inc();
-                let detail = format!("outgoing queue full ({} messages)", self.config.outgoing_queue_messages);
+                self.metrics
+                    .queue_overflows
+                    .with_label_values(&["messages"])
+                    .inc();
+                let detail = format!(
+                    "outgoing queue full ({} messages)",
+                    self.config.outgoing_queue_messages
+                );
                 tracing::warn!(%id, %detail, "disconnecting slow consumer");
                 self.kill(state, "slow_consumer", detail);
                 Err(RpcError::disconnected())
@@ -465,7 +566,11 @@ impl Peer {
     }
 
     /// Sends a request and waits (up to `request_timeout`) for its declared response.
-    pub async fn request<T: RequestMessage>(&self, to: ConnectionId, request: T) -> Result<T::Response, RpcError> {
+    pub async fn request<T: RequestMessage>(
+        &self,
+        to: ConnectionId,
+        request: T,
+    ) -> Result<T::Response, RpcError> {
         self.request_internal(None, to, request).await
     }
 
@@ -525,14 +630,27 @@ impl Peer {
     }
 
     /// Answers a request with its declared response type.
-    pub fn respond<T: RequestMessage>(&self, receipt: Receipt<T>, response: T::Response) -> Result<(), RpcError> {
+    pub fn respond<T: RequestMessage>(
+        &self,
+        receipt: Receipt<T>,
+        response: T::Response,
+    ) -> Result<(), RpcError> {
         let state = self.connection(receipt.sender_id)?;
-        let envelope = Self::envelope(&state, response.into_payload(), Some(receipt.message_id), None);
+        let envelope = Self::envelope(
+            &state,
+            response.into_payload(),
+            Some(receipt.message_id),
+            None,
+        );
         self.enqueue(receipt.sender_id, &state, envelope)
     }
 
     /// Answers a request with an error.
-    pub fn respond_with_error<T>(&self, receipt: Receipt<T>, error: RpcError) -> Result<(), RpcError> {
+    pub fn respond_with_error<T>(
+        &self,
+        receipt: Receipt<T>,
+        error: RpcError,
+    ) -> Result<(), RpcError> {
         self.respond_with_error_to(receipt.sender_id, receipt.message_id, error)
     }
 
@@ -543,7 +661,10 @@ impl Peer {
         message_id: u32,
         error: RpcError,
     ) -> Result<(), RpcError> {
-        self.metrics.errors.with_label_values(&[error.code.as_str_name()]).inc();
+        self.metrics
+            .errors
+            .with_label_values(&[error.code.as_str_name()])
+            .inc();
         let state = self.connection(to)?;
         let payload = proto::envelope::Payload::Error(error.to_proto());
         let envelope = Self::envelope(&state, payload, Some(message_id), None);
@@ -553,7 +674,10 @@ impl Peer {
     /// Closes a connection politely: queued envelopes go out, then a close frame.
     pub fn close(&self, id: ConnectionId, code: u16, reason: &str) {
         if let Ok(state) = self.connection(id) {
-            let close = Outgoing::Close { code, reason: reason.to_string() };
+            let close = Outgoing::Close {
+                code,
+                reason: reason.to_string(),
+            };
             if state.outgoing.try_send(close).is_err() {
                 self.kill(&state, "closed", format!("closed by us ({code}: {reason})"));
             }

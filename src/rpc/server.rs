@@ -64,7 +64,11 @@ pub struct Server<S> {
 
 impl<S: Clone + Send + Sync + 'static> Server<S> {
     pub fn new(peer: Arc<Peer>, max_in_flight: usize) -> Self {
-        Server { peer, handlers: HashMap::new(), max_in_flight: max_in_flight.max(1) }
+        Server {
+            peer,
+            handlers: HashMap::new(),
+            max_in_flight: max_in_flight.max(1),
+        }
     }
 
     pub fn peer(&self) -> &Arc<Peer> {
@@ -188,7 +192,12 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
         while in_flight.next().await.is_some() {}
     }
 
-    fn dispatch(&self, sender: ConnectionId, envelope: proto::Envelope, session: S) -> BoxFuture<'static, ()> {
+    fn dispatch(
+        &self,
+        sender: ConnectionId,
+        envelope: proto::Envelope,
+        session: S,
+    ) -> BoxFuture<'static, ()> {
         let received_at = Instant::now();
         let Some(payload) = envelope.payload.as_ref() else {
             // A payload field this build does not know (a newer client): answer so a
@@ -201,7 +210,11 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
         match self.handlers.get(&type_id) {
             Some(handler) => {
                 let future = handler(sender, envelope, session);
-                let histogram = self.peer.metrics().handler_seconds.with_label_values(&[name]);
+                let histogram = self
+                    .peer
+                    .metrics()
+                    .handler_seconds
+                    .with_label_values(&[name]);
                 async move {
                     future.await;
                     histogram.observe(received_at.elapsed().as_secs_f64());
@@ -211,7 +224,11 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
             None => {
                 tracing::debug!(%sender, message = name, "no handler");
                 if proto::is_request(payload) {
-                    let _ = self.peer.respond_with_error_to(sender, envelope.id, RpcError::unknown_message(name));
+                    let _ = self.peer.respond_with_error_to(
+                        sender,
+                        envelope.id,
+                        RpcError::unknown_message(name),
+                    );
                 }
                 futures::future::ready(()).boxed()
             }

@@ -31,7 +31,9 @@ impl Database {
     }
 
     pub async fn get_access_token(&self, jti: &str) -> Result<Option<access_token::Model>> {
-        Ok(access_token::Entity::find_by_id(jti.to_string()).one(&self.conn).await?)
+        Ok(access_token::Entity::find_by_id(jti.to_string())
+            .one(&self.conn)
+            .await?)
     }
 
     /// Revokes a token; revoking twice is not an error. `NotFound` for an unknown `jti`.

@@ -31,7 +31,11 @@ fn ordered(a: UserId, b: UserId) -> (UserId, UserId) {
     if a < b { (a, b) } else { (b, a) }
 }
 
-async fn find_pair(tx: &impl ConnectionTrait, a: UserId, b: UserId) -> Result<Option<contact::Model>> {
+async fn find_pair(
+    tx: &impl ConnectionTrait,
+    a: UserId,
+    b: UserId,
+) -> Result<Option<contact::Model>> {
     let (a, b) = ordered(a, b);
     Ok(contact::Entity::find()
         .filter(contact::Column::UserIdA.eq(a))
@@ -65,17 +69,27 @@ impl Database {
         Ok(rows
             .iter()
             .map(|row| {
-                let other = if row.user_id_a == user { row.user_id_b } else { row.user_id_a };
+                let other = if row.user_id_a == user {
+                    row.user_id_b
+                } else {
+                    row.user_id_a
+                };
                 (other, state_for(row, user))
             })
             .collect())
     }
 
     pub async fn are_contacts(&self, a: UserId, b: UserId) -> Result<bool> {
-        Ok(find_pair(&self.conn, a, b).await?.is_some_and(|row| row.accepted))
+        Ok(find_pair(&self.conn, a, b)
+            .await?
+            .is_some_and(|row| row.accepted))
     }
 
-    pub async fn request_contact(&self, requester: UserId, responder: UserId) -> Result<RequestOutcome> {
+    pub async fn request_contact(
+        &self,
+        requester: UserId,
+        responder: UserId,
+    ) -> Result<RequestOutcome> {
         if requester == responder {
             return Err(Error::invalid("you cannot add yourself as a contact"));
         }
@@ -101,7 +115,9 @@ impl Database {
                     }
                     Some(row) => match state_for(&row, requester) {
                         ContactState::Accepted => Err(Error::conflict("already contacts")),
-                        ContactState::Outgoing => Err(Error::conflict("contact request already sent")),
+                        ContactState::Outgoing => {
+                            Err(Error::conflict("contact request already sent"))
+                        }
                         ContactState::Incoming => {
                             let mut active: contact::ActiveModel = row.into();
                             active.accepted = Set(true);
@@ -127,7 +143,9 @@ impl Database {
                 let row = find_pair(tx, requester, responder)
                     .await?
                     .filter(|row| state_for(row, responder) == ContactState::Incoming)
-                    .ok_or_else(|| Error::not_found(format!("no contact request from user {requester}")))?;
+                    .ok_or_else(|| {
+                        Error::not_found(format!("no contact request from user {requester}"))
+                    })?;
                 if accept {
                     let mut active: contact::ActiveModel = row.into();
                     active.accepted = Set(true);

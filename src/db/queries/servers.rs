@@ -23,9 +23,13 @@ impl Database {
     }
 
     pub async fn server_heartbeat(&self, id: ServerId) -> Result<()> {
-        server::ActiveModel { id: Set(id), heartbeat_at: Set(Utc::now()), ..Default::default() }
-            .update(&self.conn)
-            .await?;
+        server::ActiveModel {
+            id: Set(id),
+            heartbeat_at: Set(Utc::now()),
+            ..Default::default()
+        }
+        .update(&self.conn)
+        .await?;
         Ok(())
     }
 

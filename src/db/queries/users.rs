@@ -1,8 +1,9 @@
 //! Users: create (idempotently), look up by id or login, search by login prefix.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Func},
 };
 
@@ -15,7 +16,9 @@ pub const MAX_LOGIN_LEN: usize = 64;
 pub fn validate_login(login: &str) -> Result<()> {
     let valid = !login.is_empty()
         && login.len() <= MAX_LOGIN_LEN
-        && login.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        && login
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if valid {
         Ok(())
     } else {
@@ -77,7 +80,12 @@ impl Database {
 
     /// Creates the user, or brings an existing one to the given name and admin flag.
     /// Idempotent: a second call with the same arguments changes nothing.
-    pub async fn ensure_user(&self, login: &str, name: Option<&str>, is_admin: bool) -> Result<(user::Model, Ensured)> {
+    pub async fn ensure_user(
+        &self,
+        login: &str,
+        name: Option<&str>,
+        is_admin: bool,
+    ) -> Result<(user::Model, Ensured)> {
         validate_login(login)?;
         let login = login.to_string();
         let name = name.map(str::to_string);
