@@ -96,7 +96,7 @@ pub struct Config {
     pub no_migrate: bool,
 
     /// Largest WebSocket frame accepted or sent, and largest decompressed envelope.
-    #[arg(long, env = "COLLAB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    #[arg(long, env = "COLLAB_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES, value_parser = parse_frame_cap)]
     pub max_frame_bytes: usize,
 
     /// Envelopes at least this large are zstd-compressed when that makes them smaller.
@@ -158,6 +158,24 @@ pub struct Config {
     /// Set from the global `StoreArgs` by `main`.
     #[arg(skip = StoreArgs::new("collab-data"))]
     pub store: StoreArgs,
+}
+
+/// Frame caps below 4 KiB would refuse ordinary messages; above 256 MiB one frame could
+/// exhaust memory.
+fn parse_frame_cap(value: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = 4096..=256 * 1024 * 1024;
+    let bytes: usize = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of bytes"))?;
+    if RANGE.contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "must be between {} and {} bytes",
+            RANGE.start(),
+            RANGE.end()
+        ))
+    }
 }
 
 impl Config {

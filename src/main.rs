@@ -164,44 +164,71 @@ async fn token(store: StoreArgs, command: TokenCommand) -> anyhow::Result<()> {
 }
 
 async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    use std::io::Write;
+    // Listen for signals before announcing the address, so a supervisor that sends
+    // SIGTERM as soon as it reads the address still gets a graceful shutdown.
+    let signals = Signals::install()?;
     let data_dir = config.store.data_dir.clone();
     let uses_sqlite = config.store.database_url.is_none();
     let server = serve::start(config).await?;
     let addr = server.addr;
-    println!("collab listening on http://{addr}");
-    println!(
-        "  RPC:     ws://{addr}/rpc   (Authorization: Bearer <token>, x-collab-protocol-version: {})",
-        collab::rpc::proto::PROTOCOL_VERSION
-    );
-    println!(
-        "  health:  http://{addr}/healthz   stats: http://{addr}/stats   metrics: http://{addr}/metrics"
-    );
     let data_flag = if uses_sqlite {
         format!(" --data-dir {}", data_dir.display())
     } else {
         " --database-url <same URL>".to_string()
     };
-    println!("  token:   collab token create --user <login>{data_flag}");
+    let version = collab::rpc::proto::PROTOCOL_VERSION;
+    // A closed stdout (a supervisor that read the first line) must not stop the server.
+    let _ = writeln!(
+        std::io::stdout(),
+        "collab listening on http://{addr}\n  \
+         RPC:     ws://{addr}/rpc   (Authorization: Bearer <token>, x-collab-protocol-version: {version})\n  \
+         health:  http://{addr}/healthz   stats: http://{addr}/stats   metrics: http://{addr}/metrics\n  \
+         token:   collab token create --user <login>{data_flag}"
+    );
+    let _ = std::io::stdout().flush();
     let shutdown = server.state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutting down");
         shutdown.cancel();
     });
     server.wait().await
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT and SIGTERM, registered up front.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn install() -> anyhow::Result<Self> {
+        Ok(Signals {})
+    }
+
+    #[cfg(unix)]
+    async fn wait(mut self) {
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
     }
+
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -167,10 +167,13 @@ async fn serve_token_connect_revoke() {
         .await
         .err()
         .expect("revoked token refused");
-    assert!(matches!(
-        refused,
-        collab::client::ConnectError::Http { status: 401, .. }
-    ));
+    assert!(
+        matches!(
+            refused,
+            collab::client::ConnectError::Http { status: 401, .. }
+        ),
+        "{refused}"
+    );
 
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])

@@ -42,7 +42,7 @@ fn supported_versions() -> String {
 }
 
 /// Checks the version header: `Err(426 response)` when it is missing or unsupported.
-fn check_version(headers: &HeaderMap) -> Result<u32, Response> {
+fn check_version(headers: &HeaderMap) -> Result<u32, Box<Response>> {
     let version = headers
         .get(PROTOCOL_VERSION_HEADER)
         .and_then(|value| value.to_str().ok())
@@ -56,12 +56,14 @@ fn check_version(headers: &HeaderMap) -> Result<u32, Response> {
                 "unsupported protocol version {got} (header {PROTOCOL_VERSION_HEADER}); supported versions: {}\n",
                 supported_versions()
             );
-            Err((
-                StatusCode::UPGRADE_REQUIRED,
-                [(PROTOCOL_VERSION_HEADER, supported_versions())],
-                body,
-            )
-                .into_response())
+            Err(Box::new(
+                (
+                    StatusCode::UPGRADE_REQUIRED,
+                    [(PROTOCOL_VERSION_HEADER, supported_versions())],
+                    body,
+                )
+                    .into_response(),
+            ))
         }
     }
 }
@@ -74,7 +76,7 @@ pub async fn rpc_upgrade(
     let state = http.app.clone();
     let version = match check_version(&headers) {
         Ok(version) => version,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let principal = match authenticate_headers(&state, &headers).await {
         Ok(principal) => principal,

@@ -5,7 +5,7 @@
 //!   pool, shutdown).
 //! - [`session`]: `Session`, what every handler receives.
 //! - [`connection_pool`]: user ⇄ connections on this server.
-//! - [`core`]: `Ping`.
+//! - [`core`]: `Ping`, the application-level liveness check.
 //! - [`users`]: user lookup.
 //! - [`contacts`]: contact requests and online status.
 
