@@ -44,6 +44,9 @@ impl Database {
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(10));
         if url.starts_with("sqlite:") {
+            // sea-orm defaults SQLite to one connection; WAL lets readers run beside the
+            // writer, and lost write races come back as retryable busy errors.
+            options.max_connections(8);
             options.map_sqlx_sqlite_opts(|opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)

@@ -129,6 +129,13 @@ impl Database {
             })
         })
         .await
+        .map_err(|error| match error {
+            // Both users asked each other at the same instant: one insert lost the race.
+            Error::Database(ref db_error) if crate::db::is_unique_violation(db_error) => {
+                Error::conflict("a contact request between you already exists; retry")
+            }
+            error => error,
+        })
     }
 
     /// Accepts or declines the pending request `requester` sent `responder`.
