@@ -120,35 +120,40 @@ pub struct Config {
     pub max_connections: usize,
 
     /// WebSocket ping interval.
-    #[arg(long, env = "COLLAB_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub keepalive_interval: Duration,
 
     /// A client silent (no frame, not even a pong) for this long is dropped.
-    #[arg(long, env = "COLLAB_RECEIVE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_RECEIVE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub receive_timeout: Duration,
 
     /// A socket write that takes longer than this cuts the connection.
-    #[arg(long, env = "COLLAB_WRITE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,
 
     /// How long the server waits for a client's answer to a request it sent.
-    #[arg(long, env = "COLLAB_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub request_timeout: Duration,
 
     /// How often the server refreshes its row in `servers`.
-    #[arg(long, env = "COLLAB_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub heartbeat_interval: Duration,
 
+    /// How often the server looks for revoked tokens (revoked by the CLI or another
+    /// server) and ends their sessions.
+    #[arg(long, env = "COLLAB_REVOCATION_CHECK_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub revocation_check_interval: Duration,
+
     /// On SIGINT/SIGTERM, how long in-flight work may take before sockets are cut.
-    #[arg(long, env = "COLLAB_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub shutdown_timeout: Duration,
 
     /// Lifetime of access tokens minted through the REST API unless the request says.
-    #[arg(long, env = "COLLAB_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_TOKEN_TTL", default_value = "30days", value_parser = parse_positive_duration)]
     pub token_ttl: Duration,
 
     /// Lifetime of `collab-ws` WebSocket tokens.
-    #[arg(long, env = "COLLAB_WS_TOKEN_TTL", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COLLAB_WS_TOKEN_TTL", default_value = "5m", value_parser = parse_positive_duration)]
     pub ws_token_ttl: Duration,
 
     /// Kernel send buffer per accepted socket (SO_SNDBUF), in bytes; 0 keeps the OS default.
@@ -158,6 +163,15 @@ pub struct Config {
     /// Set from the global `StoreArgs` by `main`.
     #[arg(skip = StoreArgs::new("collab-data"))]
     pub store: StoreArgs,
+}
+
+/// A duration such as `30s`; zero is refused (a zero interval would spin or panic).
+pub fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if duration.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(duration)
 }
 
 /// Frame caps below 4 KiB would refuse ordinary messages; above 256 MiB one frame could

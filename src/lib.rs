@@ -55,7 +55,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks every RPC connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
-    /// Serializes contact changes with their broadcasts, so every device sees contact
-    /// updates in commit order (and the full state on connect before any later delta).
-    pub contacts_lock: tokio::sync::Mutex<()>,
+    /// Per-user locks held from a transaction until its broadcasts are queued.
+    pub user_locks: collab::user_locks::UserLocks,
+    /// One permit per allowed RPC connection (`--max-connections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
 }

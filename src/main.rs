@@ -62,7 +62,7 @@ enum TokenCommand {
         #[arg(long)]
         admin: bool,
         /// Lifetime, e.g. 30days, 12h, 15m.
-        #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+        #[arg(long, default_value = "30days", value_parser = collab::config::parse_positive_duration)]
         ttl: Duration,
     },
     /// Revoke a token by its id (the `jti` claim).

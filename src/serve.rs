@@ -124,7 +124,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         started_at: Instant::now(),
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),
-        contacts_lock: tokio::sync::Mutex::new(()),
+        user_locks: Default::default(),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         config,
     });
     let rpc = Arc::new(collab::build_server(peer, state.config.max_in_flight));
@@ -145,6 +146,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     });
 
     let heartbeat = tokio::spawn(heartbeat(state.clone()));
+    let sweep = tokio::spawn(revocation_sweep(state.clone()));
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let state = task_state;
@@ -169,6 +171,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             state.connections.wait().await;
         }
         heartbeat.abort();
+        sweep.abort();
         state.db.mark_server_stopped(state.server_id).await?;
         tracing::info!(server_id = %state.server_id, "stopped");
         Ok(())
@@ -183,6 +186,27 @@ async fn heartbeat(state: Arc<AppState>) {
         interval.tick().await;
         if let Err(error) = state.db.server_heartbeat(state.server_id).await {
             tracing::warn!(%error, "server heartbeat failed");
+        }
+    }
+}
+
+/// Ends the sessions of tokens revoked elsewhere (the CLI, another server). Each pass
+/// looks back a little further than the interval, so no revocation falls between two.
+async fn revocation_sweep(state: Arc<AppState>) {
+    let period = state.config.revocation_check_interval;
+    let overlap = chrono::Duration::from_std(period).unwrap_or(chrono::Duration::seconds(10)) * 2;
+    let mut interval = tokio::time::interval(period);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let since = chrono::Utc::now() - overlap;
+        match state.db.tokens_revoked_since(since).await {
+            Ok(revoked) => {
+                for jti in revoked {
+                    collab::connection::end_token_sessions(&state, &jti);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "revocation sweep failed"),
         }
     }
 }

@@ -204,6 +204,8 @@ fn bad_arguments_fail_clearly() {
         ),
         (&["token", "revoke", "no-such-jti"], "no access token"),
         (&["serve", "--bind", "nowhere"], "--bind"),
+        (&["serve", "--keepalive-interval", "0s"], "longer than zero"),
+        (&["serve", "--max-frame-bytes", "10"], "between"),
         (
             &["seed", "--file", "/nonexistent.json"],
             "/nonexistent.json",

@@ -217,6 +217,14 @@ async fn user_lookup(backend: Backend) {
         .await
         .unwrap();
     assert!(none.users.is_empty());
+    let long = client
+        .request(proto::SearchUsers {
+            query: "a".repeat(65),
+            limit: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code, proto::ErrorCode::InvalidRequest);
     let by_id = client
         .request(proto::GetUsers {
             user_ids: vec![alice, 424_242],

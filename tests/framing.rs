@@ -6,110 +6,19 @@ mod common;
 
 use std::time::Duration;
 
-use collab::rpc::{Codec, proto};
-use common::{Backend, TestServer, WAIT, within};
+use collab::rpc::proto;
+use common::{
+    Backend, TestServer, WAIT,
+    raw::{
+        error_then_close, next_envelope, next_envelope_stream, ping_envelope, raw_connect,
+        until_end, upgrade_request,
+    },
+    within,
+};
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, protocol::frame::coding::CloseCode},
-};
-
-type Raw = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
-
-fn upgrade_request(
-    server: &TestServer,
-    token: &str,
-) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-    let mut request = server.rpc_url().into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request.headers_mut().insert(
-        "x-collab-protocol-version",
-        proto::PROTOCOL_VERSION.to_string().parse().unwrap(),
-    );
-    request
-}
-
-async fn raw_connect(server: &TestServer, login: &str) -> Raw {
-    let token = server.token(login).await;
-    let (socket, _) = tokio_tungstenite::connect_async(upgrade_request(server, &token))
-        .await
-        .unwrap();
-    socket
-}
-
-/// Reads envelopes until one satisfies `pick`; panics on close or timeout.
-async fn next_envelope(
-    socket: &mut Raw,
-    pick: impl Fn(&proto::Envelope) -> bool,
-) -> proto::Envelope {
-    within("an envelope", async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    let envelope = Codec::default().decode(&bytes).unwrap();
-                    if pick(&envelope) {
-                        return envelope;
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected an envelope, got {other:?}"),
-            }
-        }
-    })
-    .await
-}
-
-/// Reads until the server ends the connection (after which its metrics are final).
-async fn until_end(
-    socket: &mut (
-             impl futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
-         ),
-) {
-    within("the connection to end", async {
-        while let Some(Ok(_)) = socket.next().await {}
-    })
-    .await;
-}
-
-/// Reads until the server's error and close frame; returns both.
-async fn error_then_close(socket: &mut Raw) -> (proto::Error, CloseCode) {
-    let envelope = next_envelope(socket, |e| {
-        matches!(e.payload, Some(proto::envelope::Payload::Error(_)))
-    })
-    .await;
-    let Some(proto::envelope::Payload::Error(error)) = envelope.payload else {
-        unreachable!()
-    };
-    assert_eq!(
-        envelope.responding_to, None,
-        "a frame error is not a response"
-    );
-    let code = within("the close frame", async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => return frame.code,
-                Some(Ok(Message::Binary(_) | Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        }
-    })
-    .await;
-    until_end(socket).await;
-    (error, code)
-}
-
-fn ping_envelope(id: u32) -> Vec<u8> {
-    proto::Envelope {
-        id,
-        payload: Some(proto::envelope::Payload::Ping(proto::Ping {})),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 /// Each kind of bad frame gets its error code and close code, and Bob, connected all
 /// along, keeps working.
@@ -134,6 +43,17 @@ async fn bad_frames_close_only_their_connection() {
         proto::ErrorCode::PayloadTooLarge as i32,
         "{envelope:?}"
     );
+    let close = within("the close frame", async {
+        loop {
+            match stream.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(close, Some(CloseCode::Size));
     until_end(&mut stream).await;
     bob.request(proto::Ping {}).await.unwrap();
 
@@ -187,28 +107,6 @@ async fn bad_frames_close_only_their_connection() {
         .get();
     assert_eq!(bad, 5);
     server.stop().await;
-}
-
-async fn next_envelope_stream(
-    stream: &mut (
-             impl futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin
-         ),
-) -> proto::Error {
-    within("an error envelope", async {
-        loop {
-            match stream.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    let envelope = Codec::default().decode(&bytes).unwrap();
-                    if let Some(proto::envelope::Payload::Error(error)) = envelope.payload {
-                        return error;
-                    }
-                }
-                Some(Ok(_)) => {}
-                other => panic!("expected an error envelope, got {other:?}"),
-            }
-        }
-    })
-    .await
 }
 
 /// A payload this server does not know gets `UnknownMessage` in answer to its id, and
@@ -343,8 +241,19 @@ async fn a_silent_peer_is_dropped() {
     .expect("the silent peer is dropped");
     let text = String::from_utf8_lossy(&received);
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
-    // 0x89 is a WebSocket ping frame: the server asked before giving up.
-    assert!(received.contains(&0x89), "the server pinged");
+    // Server frames are unmasked: an empty ping is `89 00`; the close frame is `88`, a
+    // length, then the code 1008 (`03 F0`).
+    let frames = &received[text.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        frames.windows(2).any(|w| w == [0x89, 0x00]),
+        "the server pinged before giving up"
+    );
+    assert!(
+        frames
+            .windows(4)
+            .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xF0]),
+        "closed with 1008 (policy): {frames:02x?}"
+    );
     assert_eq!(
         server
             .state

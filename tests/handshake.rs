@@ -188,6 +188,13 @@ async fn unsupported_version_gets_426() {
         body.contains(&format!("supported versions: {}", proto::PROTOCOL_VERSION)),
         "{body}"
     );
+    // The version is checked first: a bad token with a bad version still gets 426.
+    let options = ClientOptions {
+        protocol_version: 999,
+        ..ClientOptions::default()
+    };
+    let refused = Client::connect_with(&server.rpc_url(), "garbage", options).await;
+    assert_eq!(http_status(refused.err().expect("refused")).0, 426);
 
     // Without the header at all, with the raw HTTP client.
     let response = reqwest::Client::new()

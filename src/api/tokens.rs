@@ -156,5 +156,7 @@ pub async fn revoke_access_token(
         ));
     }
     state.db.revoke_access_token(&jti).await?;
+    // Sessions on other servers (and revocations by the CLI) are ended by the sweep.
+    crate::collab::connection::end_token_sessions(&state, &jti);
     Ok(StatusCode::NO_CONTENT)
 }

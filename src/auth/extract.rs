@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, header::AUTHORIZATION, request::Parts},
 };
 
-use super::Principal;
+use super::{AuthError, Authenticated, Principal};
 use crate::{AppState, error::Error};
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -28,11 +28,13 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, &'static str> {
     Ok(token.trim())
 }
 
-/// Authenticates a request's bearer token; logs why a token is refused.
+/// Authenticates a request's bearer token; logs why a token is refused. A bad token is
+/// `Unauthorized` (401); a token that cannot be checked right now is `Unavailable` (503),
+/// so clients retry instead of signing out.
 pub async fn authenticate_headers(
     state: &AppState,
     headers: &HeaderMap,
-) -> Result<Principal, Error> {
+) -> Result<Authenticated, Error> {
     let token = bearer_token(headers).map_err(|reason| {
         tracing::info!(reason, "request refused");
         Error::unauthorized("missing or malformed bearer token")
@@ -41,9 +43,15 @@ pub async fn authenticate_headers(
         .auth
         .authenticate(&state.db, token)
         .await
-        .map_err(|rejection| {
-            tracing::info!(reason = %rejection, "token refused");
-            Error::unauthorized("invalid, expired or revoked token")
+        .map_err(|error| match error {
+            AuthError::Rejected(reason) => {
+                tracing::info!(%reason, "token refused");
+                Error::unauthorized("invalid, expired or revoked token")
+            }
+            AuthError::Unavailable(reason) => {
+                tracing::error!(%reason, "token check failed");
+                Error::unavailable("authentication is temporarily unavailable; retry")
+            }
         })
 }
 
@@ -56,6 +64,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = Arc::<AppState>::from_ref(state);
-        authenticate_headers(&state, &parts.headers).await
+        Ok(authenticate_headers(&state, &parts.headers)
+            .await?
+            .principal)
     }
 }

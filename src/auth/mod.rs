@@ -62,10 +62,24 @@ pub struct MintedToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Why a token was refused; logged, never sent.
+/// Why authentication failed; logged, never sent.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Rejection(pub String);
+pub enum AuthError {
+    /// The token is bad: the client must sign in again (401).
+    #[error("{0}")]
+    Rejected(String),
+    /// The token could not be checked (the database is unreachable): retry later (503).
+    #[error("token check failed: {0}")]
+    Unavailable(String),
+}
+
+/// A checked access token: who it speaks for, and its id (to end its sessions when it
+/// is revoked).
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub principal: Principal,
+    pub jti: String,
+}
 
 #[derive(Clone)]
 pub struct Auth {
@@ -129,24 +143,31 @@ impl Auth {
 
     /// Checks signature, expiry, audience, the token's row (it must exist and not be
     /// revoked) and the users it names.
-    pub async fn authenticate(&self, db: &Database, token: &str) -> Result<Principal, Rejection> {
+    pub async fn authenticate(
+        &self,
+        db: &Database,
+        token: &str,
+    ) -> Result<Authenticated, AuthError> {
         let claims: jwt::AccessClaims = self
             .keys
             .decode(token, jwt::ACCESS_AUDIENCE)
-            .map_err(|error| Rejection(format!("invalid token: {error}")))?;
-        let internal = |error: Error| Rejection(format!("token check failed: {error}"));
+            .map_err(|error| AuthError::Rejected(format!("invalid token: {error}")))?;
+        let internal = |error: Error| AuthError::Unavailable(error.to_string());
         let row = db
             .get_access_token(&claims.jti)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Rejection(format!("unknown token {}", claims.jti)))?;
+            .ok_or_else(|| AuthError::Rejected(format!("unknown token {}", claims.jti)))?;
         if row.revoked_at.is_some() {
-            return Err(Rejection(format!("token {} was revoked", claims.jti)));
+            return Err(AuthError::Rejected(format!(
+                "token {} was revoked",
+                claims.jti
+            )));
         }
         if row.user_id.0 != claims.user_id
             || row.impersonated_user_id.map(|id| id.0) != claims.impersonated_user_id
         {
-            return Err(Rejection(format!(
+            return Err(AuthError::Rejected(format!(
                 "token {} does not match its record",
                 claims.jti
             )));
@@ -155,27 +176,36 @@ impl Auth {
             .get_user(row.user_id)
             .await
             .map_err(internal)?
-            .ok_or_else(|| Rejection(format!("user {} no longer exists", row.user_id)))?;
-        match row.impersonated_user_id {
+            .ok_or_else(|| AuthError::Rejected(format!("user {} no longer exists", row.user_id)))?;
+        let principal = match row.impersonated_user_id {
             Some(target) => {
                 if !user.is_admin {
-                    return Err(Rejection(format!("user {} is no longer an admin", user.id)));
+                    return Err(AuthError::Rejected(format!(
+                        "user {} is no longer an admin",
+                        user.id
+                    )));
                 }
                 let target = db
                     .get_user(target)
                     .await
                     .map_err(internal)?
-                    .ok_or_else(|| Rejection(format!("user {target} no longer exists")))?;
-                Ok(Principal::Impersonated {
+                    .ok_or_else(|| {
+                        AuthError::Rejected(format!("user {target} no longer exists"))
+                    })?;
+                Principal::Impersonated {
                     user: target,
                     admin: user,
-                })
+                }
             }
             // Admin rights need both the token's claim and the user's current flag, so
             // demoting an admin takes effect on tokens already issued.
-            None if claims.is_admin && user.is_admin => Ok(Principal::Admin(user)),
-            None => Ok(Principal::User(user)),
-        }
+            None if claims.is_admin && user.is_admin => Principal::Admin(user),
+            None => Principal::User(user),
+        };
+        Ok(Authenticated {
+            principal,
+            jti: claims.jti,
+        })
     }
 
     /// Mints a short-lived `collab-ws` token for `user`, optionally scoped to a document.
@@ -205,9 +235,9 @@ impl Auth {
         })
     }
 
-    pub fn verify_ws_token(&self, token: &str) -> Result<WsClaims, Rejection> {
+    pub fn verify_ws_token(&self, token: &str) -> Result<WsClaims, AuthError> {
         self.keys
             .decode(token, jwt::WS_AUDIENCE)
-            .map_err(|error| Rejection(format!("invalid ws token: {error}")))
+            .map_err(|error| AuthError::Rejected(format!("invalid ws token: {error}")))
     }
 }

@@ -75,6 +75,8 @@ impl Default for ClientOptions {
 
 #[derive(Default)]
 struct Inbox {
+    /// Request types the application answers; any other request is refused at once.
+    answered: Mutex<std::collections::HashSet<TypeId>>,
     queues: Mutex<HashMap<TypeId, VecDeque<proto::Envelope>>>,
     arrived: Notify,
     closed: AtomicBool,
@@ -162,13 +164,21 @@ impl Client {
             .payload;
 
         let io_inbox = inbox.clone();
+        let io_peer = peer.clone();
         let io = tokio::spawn(async move {
             let sort = async {
                 while let Some(envelope) = incoming.recv().await {
                     let Some(payload) = envelope.payload.as_ref() else {
                         continue;
                     };
-                    let type_id = proto::payload_type(payload).0;
+                    let (type_id, name) = proto::payload_type(payload);
+                    if proto::is_request(payload) && !io_inbox.answered.lock().contains(&type_id) {
+                        // Nobody here will answer: say so now rather than let the
+                        // requester wait for its timeout.
+                        let error = RpcError::unknown_message(name);
+                        let _ = io_peer.respond_with_error_to(connection_id, envelope.id, error);
+                        continue;
+                    }
                     let mut queues = io_inbox.queues.lock();
                     let queue = queues.entry(type_id).or_default();
                     if queue.len() >= capacity {
@@ -234,6 +244,13 @@ impl Client {
         error: RpcError,
     ) -> Result<(), RpcError> {
         self.peer.respond_with_error(request.receipt(), error)
+    }
+
+    /// Declares that the application answers requests of type `M` (taken with `recv`,
+    /// answered with `respond`). Requests of other types are refused with
+    /// `UnknownMessage` as they arrive.
+    pub fn answer_requests<M: RequestMessage>(&self) {
+        self.inbox.answered.lock().insert(TypeId::of::<M>());
     }
 
     /// Takes the oldest unclaimed message of type `M`, if any.

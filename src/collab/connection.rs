@@ -16,12 +16,12 @@ use axum::{
 use super::{Session, contacts};
 use crate::{
     AppState,
-    auth::{Principal, extract::authenticate_headers},
+    auth::{Authenticated, extract::authenticate_headers},
     error::Error,
     rpc::{
-        Connection, Server,
+        Connection, RpcError, Server,
         peer::close_code,
-        proto::{self, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS},
+        proto::{self, ErrorCode, PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS},
     },
     serve::HttpState,
 };
@@ -78,31 +78,34 @@ pub async fn rpc_upgrade(
         Ok(version) => version,
         Err(response) => return *response,
     };
-    let principal = match authenticate_headers(&state, &headers).await {
-        Ok(principal) => principal,
+    let authenticated = match authenticate_headers(&state, &headers).await {
+        Ok(authenticated) => authenticated,
         Err(error) => return error.into_response(),
     };
+    // Tracked from here, so a shutdown that starts during the upgrade still waits for it.
+    let tracked = state.connections.token();
     if state.shutdown.is_cancelled() {
         return Error::unavailable("server is shutting down").into_response();
     }
-    if state.peer.connection_count() >= state.config.max_connections {
+    // The permit travels with the connection, so concurrent upgrades cannot overshoot.
+    let Ok(slot) = state.connection_slots.clone().try_acquire_owned() else {
         state.metrics.connections_refused.inc();
         tracing::warn!(
             limit = state.config.max_connections,
             "refused connection: limit reached"
         );
         return Error::unavailable("too many connections").into_response();
-    }
+    };
     let frame_cap = state.config.max_frame_bytes;
-    let tracker = state.connections.clone();
     let rpc = http.rpc.clone();
     upgrade
         .max_message_size(frame_cap)
         .max_frame_size(frame_cap)
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .on_upgrade(move |socket| {
-            tracker.track_future(run_connection(state, rpc, socket, principal, version))
+        .on_upgrade(move |socket| async move {
+            run_connection(state, rpc, socket, authenticated, version).await;
+            drop((slot, tracked));
         })
 }
 
@@ -110,16 +113,14 @@ async fn run_connection(
     state: Arc<AppState>,
     rpc: Arc<Server<Session>>,
     socket: WebSocket,
-    principal: Principal,
+    authenticated: Authenticated,
     version: u32,
 ) {
+    let Authenticated { principal, jti } = authenticated;
     let (connection_id, io, incoming) = state.peer.add_connection(Connection::from_axum(socket));
     let io = tokio::spawn(io);
     let user_id = principal.user_id();
-    let span = tracing::info_span!("rpc", connection = %connection_id, user = %user_id);
-    let _entered = span.enter();
-    tracing::info!(login = %principal.user().login, "connected");
-    drop(_entered);
+    tracing::info!(connection = %connection_id, user = %user_id, login = %principal.user().login, "connected");
 
     let hello = proto::Hello {
         peer_id: Some(connection_id.into()),
@@ -127,7 +128,7 @@ async fn run_connection(
         protocol_version: version.min(PROTOCOL_VERSION),
     };
     if state.cluster.send(connection_id, hello).is_ok() {
-        if let Err(error) = contacts::connection_added(&state, connection_id, user_id).await {
+        if let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed");
         }
         let session = Session {
@@ -159,4 +160,24 @@ async fn run_connection(
             tracing::error!(connection = %connection_id, %error, "connection task failed")
         }
     }
+}
+
+/// Ends every session opened with the access token `jti` (after it was revoked): each
+/// gets an `Unauthorized` error and a close with 1008.
+pub fn end_token_sessions(state: &AppState, jti: &str) -> usize {
+    let connections = state.pool.token_connections(jti);
+    for connection in &connections {
+        let error = RpcError::new(ErrorCode::Unauthorized, "your access token was revoked");
+        state
+            .peer
+            .close_with_error(*connection, error, close_code::POLICY, "token_revoked");
+    }
+    if !connections.is_empty() {
+        tracing::info!(
+            jti,
+            sessions = connections.len(),
+            "ended the sessions of a revoked token"
+        );
+    }
+    connections.len()
 }

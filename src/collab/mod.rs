@@ -5,6 +5,7 @@
 //!   pool, shutdown).
 //! - [`session`]: `Session`, what every handler receives.
 //! - [`connection_pool`]: user ⇄ connections on this server.
+//! - [`user_locks`]: per-user locks that keep broadcasts in commit order.
 //! - [`core`]: `Ping`, the application-level liveness check.
 //! - [`users`]: user lookup.
 //! - [`contacts`]: contact requests and online status.
@@ -14,6 +15,7 @@ pub mod connection_pool;
 pub mod contacts;
 pub mod core;
 pub mod session;
+pub mod user_locks;
 pub mod users;
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use super::Session;
 use crate::{
-    db::{UserId, entities::user},
+    db::{UserId, entities::user, queries::users::MAX_LOGIN_LEN},
     error::{Error, Result},
     rpc::{Response, proto},
 };
@@ -45,6 +45,11 @@ pub async fn search_users(
     response: Response<proto::SearchUsers>,
     session: Session,
 ) -> Result<()> {
+    if request.query.len() > MAX_LOGIN_LEN {
+        return Err(Error::invalid(format!(
+            "query is longer than a login ({MAX_LOGIN_LEN} bytes)"
+        )));
+    }
     let limit = match request.limit {
         0 => MAX_SEARCH_RESULTS,
         limit => limit.min(MAX_SEARCH_RESULTS),

@@ -117,6 +117,24 @@ impl ConnectionState {
     }
 }
 
+/// A connection's place in the peer. Dropping it (even when the io future panics or is
+/// dropped unfinished) unregisters the connection and fails its pending requests.
+struct Registration {
+    peer: Arc<Peer>,
+    id: ConnectionId,
+    state: Arc<ConnectionState>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if self.peer.connections.write().remove(&self.id).is_some() {
+            self.peer.metrics.connections.dec();
+        }
+        // Dropping the senders fails every request still waiting on this connection.
+        self.state.response_channels.lock().take();
+    }
+}
+
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
@@ -195,7 +213,13 @@ impl Peer {
         self.metrics.connections.inc();
 
         let peer = self.clone();
+        let registration = Registration {
+            peer: self.clone(),
+            id,
+            state: state.clone(),
+        };
         let io = async move {
+            let registration = registration;
             let Connection { sink, stream } = connection;
             let reader = peer.read_loop(id, &state, stream, incoming_tx);
             let writer = peer.write_loop(&state, sink, outgoing_rx);
@@ -224,10 +248,7 @@ impl Peer {
                 Some((kind, detail)) => Disconnect { kind, detail },
                 None => ended,
             };
-            peer.connections.write().remove(&id);
-            // Dropping the senders fails every request still waiting on this connection.
-            state.response_channels.lock().take();
-            peer.metrics.connections.dec();
+            drop(registration);
             peer.metrics
                 .disconnects
                 .with_label_values(&[ended.kind])
@@ -318,7 +339,9 @@ impl Peer {
                         };
                         let detail = error.message.clone();
                         self.fail_connection(state, error, code);
-                        drain(&mut stream).await;
+                        let _ =
+                            tokio::time::timeout(self.config.receive_timeout, drain(&mut stream))
+                                .await;
                         return Disconnect {
                             kind: "bad_frame",
                             detail,
@@ -331,7 +354,8 @@ impl Peer {
                         "text frames are not part of the protocol; send binary envelopes",
                     );
                     self.fail_connection(state, error, close_code::UNSUPPORTED_DATA);
-                    drain(&mut stream).await;
+                    let _ =
+                        tokio::time::timeout(self.config.receive_timeout, drain(&mut stream)).await;
                     return Disconnect {
                         kind: "bad_frame",
                         detail: "text frame".into(),
@@ -427,6 +451,7 @@ impl Peer {
                 };
             }
             if let Some((code, reason)) = close {
+                let reason = truncate_close_reason(reason);
                 let _ = tokio::time::timeout(
                     timeout,
                     sink.send(Frame::Close(Some((code, reason.clone())))),
@@ -437,12 +462,11 @@ impl Peer {
                     detail: format!("closed by us ({code}: {reason})"),
                 };
             }
-            keepalive.reset();
         }
     }
 
     /// Queues an `Error` (not a response) and a close frame: the end of a connection
-    /// that sent something we cannot accept.
+    /// that sent something we cannot accept (or that we no longer serve).
     fn fail_connection(&self, state: &ConnectionState, error: RpcError, code: u16) {
         self.metrics
             .errors
@@ -458,13 +482,40 @@ impl Peer {
             ..Default::default()
         };
         let bytes = envelope.encoded_len();
-        let _ = state
+        state.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let queued = state
             .outgoing
-            .try_send(Outgoing::Envelope { envelope, bytes });
-        let _ = state.outgoing.try_send(Outgoing::Close {
-            code,
-            reason: error.message,
-        });
+            .try_send(Outgoing::Envelope { envelope, bytes })
+            .is_ok()
+            && state
+                .outgoing
+                .try_send(Outgoing::Close {
+                    code,
+                    reason: error.message,
+                })
+                .is_ok();
+        if !queued {
+            // No room to say goodbye: cut the connection rather than leave it open.
+            state.killed.cancel();
+        }
+    }
+
+    /// Sends `error` (not as a response) and closes the connection with `code`: the end
+    /// of a session the server no longer accepts, e.g. after its token was revoked.
+    pub fn close_with_error(
+        &self,
+        id: ConnectionId,
+        error: RpcError,
+        code: u16,
+        kind: &'static str,
+    ) {
+        if let Ok(state) = self.connection(id) {
+            state
+                .kill_reason
+                .lock()
+                .get_or_insert((kind, error.message.clone()));
+            self.fail_connection(&state, error, code);
+        }
     }
 
     fn connection(&self, id: ConnectionId) -> Result<Arc<ConnectionState>, RpcError> {
@@ -690,6 +741,20 @@ impl Peer {
             self.kill(&state, "disconnected", reason.to_string());
         }
     }
+}
+
+/// A close frame's payload is at most 125 bytes: a 2-byte code and a reason of at most
+/// 123, cut on a character boundary.
+fn truncate_close_reason(mut reason: String) -> String {
+    const MAX: usize = 123;
+    if reason.len() > MAX {
+        let mut end = MAX;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
 }
 
 /// Reads and discards frames until the peer closes or fails, so the socket is not reset

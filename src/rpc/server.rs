@@ -45,9 +45,12 @@ pub struct Response<M: RequestMessage> {
 }
 
 impl<M: RequestMessage> Response<M> {
+    /// Answers the request. If the answer cannot be queued (e.g. it is over the frame
+    /// cap), the request is still unanswered and the registry sends the error instead.
     pub fn send(self, response: M::Response) -> Result<(), RpcError> {
+        self.peer.respond(self.receipt, response)?;
         self.responded.store(true, Ordering::SeqCst);
-        self.peer.respond(self.receipt, response)
+        Ok(())
     }
 
     /// The connection that sent the request.

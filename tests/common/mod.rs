@@ -6,6 +6,8 @@
 //! and `postgres`; the second reports itself skipped when no PostgreSQL URL is set.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::{sync::Arc, time::Duration};
 
 use collab::{

@@ -2,7 +2,7 @@
 //! setting `revoked_at`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::super::{Database, UserId, entities::access_token};
 use crate::error::{Error, Result};
@@ -48,5 +48,16 @@ impl Database {
         let mut active: access_token::ActiveModel = token.into();
         active.revoked_at = Set(Some(Utc::now()));
         Ok(active.update(&self.conn).await?)
+    }
+
+    /// The ids of tokens revoked at or after `since`.
+    pub async fn tokens_revoked_since(&self, since: DateTime<Utc>) -> Result<Vec<String>> {
+        Ok(access_token::Entity::find()
+            .filter(access_token::Column::RevokedAt.gte(since))
+            .all(&self.conn)
+            .await?
+            .into_iter()
+            .map(|token| token.jti)
+            .collect())
     }
 }
