@@ -159,7 +159,7 @@ impl Client {
         .map_err(|_| ConnectError::Handshake("no Hello from the server".into()))?
         .map_err(|ended| ConnectError::Handshake(format!("connection ended: {}", ended.detail)))?;
         let hello = first
-            .and_then(|envelope| into_typed::<proto::Hello>(connection_id, envelope))
+            .and_then(|envelope| into_typed::<proto::Hello>(connection_id, *envelope))
             .ok_or_else(|| ConnectError::Handshake("the first message was not Hello".into()))?
             .payload;
 
@@ -185,7 +185,7 @@ impl Client {
                         queue.pop_front();
                         io_inbox.dropped.fetch_add(1, Ordering::Relaxed);
                     }
-                    queue.push_back(envelope);
+                    queue.push_back(*envelope);
                     drop(queues);
                     io_inbox.arrived.notify_waiters();
                 }

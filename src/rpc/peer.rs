@@ -88,9 +88,11 @@ impl Default for PeerConfig {
     }
 }
 
+/// Queued items are small (a pointer and a length) so that a connection's queue blocks
+/// cost little memory; an envelope is only allocated while it is queued.
 enum Outgoing {
     Envelope {
-        envelope: proto::Envelope,
+        envelope: Box<proto::Envelope>,
         bytes: usize,
     },
     Close {
@@ -193,7 +195,7 @@ impl Peer {
     ) -> (
         ConnectionId,
         impl Future<Output = Disconnect> + Send + 'static,
-        mpsc::Receiver<proto::Envelope>,
+        mpsc::Receiver<Box<proto::Envelope>>,
     ) {
         let id = ConnectionId {
             server_id: self.server_id(),
@@ -263,7 +265,7 @@ impl Peer {
         id: ConnectionId,
         state: &ConnectionState,
         mut stream: FrameStream,
-        incoming: mpsc::Sender<proto::Envelope>,
+        incoming: mpsc::Sender<Box<proto::Envelope>>,
     ) -> Disconnect {
         loop {
             let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await
@@ -324,7 +326,7 @@ impl Peer {
                                     tracing::debug!(%id, request_id, "response to no pending request")
                                 }
                             }
-                        } else if incoming.send(envelope).await.is_err() {
+                        } else if incoming.send(Box::new(envelope)).await.is_err() {
                             return Disconnect {
                                 kind: "closed",
                                 detail: "handler loop ended".into(),
@@ -485,7 +487,10 @@ impl Peer {
         state.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let queued = state
             .outgoing
-            .try_send(Outgoing::Envelope { envelope, bytes })
+            .try_send(Outgoing::Envelope {
+                envelope: Box::new(envelope),
+                bytes,
+            })
             .is_ok()
             && state
                 .outgoing
@@ -560,10 +565,10 @@ impl Peer {
             self.kill(state, "slow_consumer", detail);
             return Err(RpcError::disconnected());
         }
-        match state
-            .outgoing
-            .try_send(Outgoing::Envelope { envelope, bytes })
-        {
+        match state.outgoing.try_send(Outgoing::Envelope {
+            envelope: Box::new(envelope),
+            bytes,
+        }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);

@@ -176,7 +176,7 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
     pub async fn handle_connection(
         self: Arc<Self>,
         connection_id: ConnectionId,
-        mut incoming: mpsc::Receiver<proto::Envelope>,
+        mut incoming: mpsc::Receiver<Box<proto::Envelope>>,
         session: S,
         shutdown: CancellationToken,
     ) {
@@ -188,7 +188,7 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
                 _ = shutdown.cancelled() => break,
                 envelope = incoming.recv(), if in_flight.len() < self.max_in_flight => {
                     let Some(envelope) = envelope else { break };
-                    in_flight.push(self.dispatch(connection_id, envelope, session.clone()));
+                    in_flight.push(self.dispatch(connection_id, *envelope, session.clone()));
                 }
             }
         }
