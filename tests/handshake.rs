@@ -234,3 +234,17 @@ async fn connection_limit_gets_503() {
     assert_eq!(server.state.metrics.connections_refused.get(), 1);
     server.stop().await;
 }
+
+/// When tokens cannot be checked (the database is gone), the answer is 503, so clients
+/// retry later instead of discarding a good token as they would after a 401.
+#[tokio::test]
+async fn an_unreachable_database_gets_503_not_401() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let token = server.token("alice").await;
+    server.state.db.conn.close_by_ref().await.unwrap();
+    let refused = Client::connect(&server.rpc_url(), &token)
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(http_status(refused).0, 503);
+}
