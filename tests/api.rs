@@ -7,50 +7,71 @@ use collab::{client::Client, rpc::proto};
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
+/// A REST call: status and JSON body (`Null` when the body is empty or not JSON).
+async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, server.http(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post(server: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
+    call(server, reqwest::Method::POST, path, Some(token), Some(body)).await
+}
+
+async fn get(server: &TestServer, path: &str, token: Option<&str>) -> (u16, Value) {
+    call(server, reqwest::Method::GET, path, token, None).await
+}
+
 async fn rest_story(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let http = reqwest::Client::new();
     let admin = server.admin("root").await;
     let admin_token = server.token("root").await;
     let alice = server.user("alice").await;
     let alice_token = server.token("alice").await;
 
     // Who am I?
-    let me: Value = http
-        .get(server.http("/api/user"))
-        .bearer_auth(&alice_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["login"], "alice");
-    assert_eq!(me["is_admin"], false);
-    let anonymous = http.get(server.http("/api/user")).send().await.unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let body: Value = anonymous.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "UNAUTHORIZED");
+    let (status, me) = get(&server, "/api/user", Some(&alice_token)).await;
+    assert_eq!(
+        (status, &me["login"], &me["is_admin"]),
+        (200, &json!("alice"), &json!(false))
+    );
+    let (status, body) = get(&server, "/api/user", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("UNAUTHORIZED"))
+    );
 
     // The admin creates a user and mints a token for them; the token connects.
-    let created = http
-        .post(server.http("/api/users"))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "login": "dora", "name": "Dora" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let dora: Value = created.json().await.unwrap();
-    let minted = http
-        .post(server.http(&format!("/api/users/{}/access_tokens", dora["id"])))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "ttl_seconds": 600 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(minted.status(), 201);
-    let minted: Value = minted.json().await.unwrap();
+    let (status, dora) = post(
+        &server,
+        "/api/users",
+        &admin_token,
+        json!({ "login": "dora", "name": "Dora" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let tokens_path = format!("/api/users/{}/access_tokens", dora["id"]);
+    let (status, minted) = post(
+        &server,
+        &tokens_path,
+        &admin_token,
+        json!({ "ttl_seconds": 600 }),
+    )
+    .await;
+    assert_eq!(status, 201);
     let dora_token = minted["token"].as_str().unwrap();
     let client = Client::connect(&server.rpc_url(), dora_token)
         .await
@@ -59,14 +80,16 @@ async fn rest_story(backend: Backend) {
     client.request(proto::Ping {}).await.unwrap();
 
     // Revoking it (as Dora herself) locks the next connection out.
-    let jti = minted["jti"].as_str().unwrap();
-    let revoked = http
-        .delete(server.http(&format!("/api/access_tokens/{jti}")))
-        .bearer_auth(dora_token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
+    let revoke_path = format!("/api/access_tokens/{}", minted["jti"].as_str().unwrap());
+    let (status, _) = call(
+        &server,
+        reqwest::Method::DELETE,
+        &revoke_path,
+        Some(dora_token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
     let error = Client::connect(&server.rpc_url(), dora_token)
         .await
         .err()
@@ -79,65 +102,57 @@ async fn rest_story(backend: Backend) {
         "{error}"
     );
 
-    // Users may not mint access tokens, nor create users.
-    let refused = http
-        .post(server.http(&format!("/api/users/{}/access_tokens", alice.id)))
-        .bearer_auth(&alice_token)
-        .send()
+    // Users may not mint access tokens, nor create users; logins are validated.
+    let alice_tokens = format!("/api/users/{}/access_tokens", alice.id);
+    assert_eq!(
+        post(&server, &alice_tokens, &alice_token, json!({}))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &server,
+            "/api/users",
+            &alice_token,
+            json!({ "login": "eve" })
+        )
         .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
-    let refused = http
-        .post(server.http("/api/users"))
-        .bearer_auth(&alice_token)
-        .json(&json!({ "login": "eve" }))
-        .send()
+        .0,
+        403
+    );
+    assert_eq!(
+        post(
+            &server,
+            "/api/users",
+            &admin_token,
+            json!({ "login": "no spaces" })
+        )
         .await
-        .unwrap();
-    assert_eq!(refused.status(), 403);
-    let bad_login = http
-        .post(server.http("/api/users"))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "login": "no spaces" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad_login.status(), 400);
+        .0,
+        400
+    );
 
     // Impersonation: the admin acts as Alice; /api/user says so.
-    let impersonation: Value = http
-        .post(server.http(&format!("/api/users/{}/access_tokens", alice.id)))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "impersonate": true }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let me: Value = http
-        .get(server.http("/api/user"))
-        .bearer_auth(impersonation["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, impersonation) = post(
+        &server,
+        &alice_tokens,
+        &admin_token,
+        json!({ "impersonate": true }),
+    )
+    .await;
+    let (_, me) = get(&server, "/api/user", impersonation["token"].as_str()).await;
     assert_eq!(me["login"], "alice");
     assert_eq!(me["impersonator"]["id"], admin.id.0);
 
     // WebSocket tokens: for yourself, scoped; not for others unless admin.
-    let ws: Value = http
-        .post(server.http("/api/ws-token"))
-        .bearer_auth(&alice_token)
-        .json(&json!({ "document": "notes/1", "permission": "read" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, ws) = post(
+        &server,
+        "/api/ws-token",
+        &alice_token,
+        json!({ "document": "notes/1", "permission": "read" }),
+    )
+    .await;
     let claims = server
         .state
         .auth
@@ -147,22 +162,20 @@ async fn rest_story(backend: Backend) {
     assert_eq!(claims.document.as_deref(), Some("notes/1"));
     assert_eq!(claims.permission, collab::auth::Permission::Read);
     assert!(claims.exp - claims.iat <= 300, "five minutes by default");
-    let for_other = http
-        .post(server.http("/api/ws-token"))
-        .bearer_auth(&alice_token)
-        .json(&json!({ "user_id": admin.id.0 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(for_other.status(), 403);
-    let by_admin = http
-        .post(server.http("/api/ws-token"))
-        .bearer_auth(&admin_token)
-        .json(&json!({ "user_id": alice.id.0 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(by_admin.status(), 201);
+    let for_admin = json!({ "user_id": admin.id.0 });
+    assert_eq!(
+        post(&server, "/api/ws-token", &alice_token, for_admin)
+            .await
+            .0,
+        403
+    );
+    let for_alice = json!({ "user_id": alice.id.0 });
+    assert_eq!(
+        post(&server, "/api/ws-token", &admin_token, for_alice)
+            .await
+            .0,
+        201
+    );
     server.stop().await;
 }
 db_test!(rest_story);

@@ -10,8 +10,8 @@ use collab::rpc::proto;
 use common::{
     Backend, TestServer, WAIT,
     raw::{
-        error_then_close, next_envelope, next_envelope_stream, ping_envelope, raw_connect,
-        until_end, upgrade_request,
+        error_then_close, next_envelope, next_envelope_stream, ping_ack, ping_envelope,
+        raw_connect, until_end, upgrade_request,
     },
     within,
 };
@@ -98,13 +98,8 @@ async fn bad_frames_close_only_their_connection() {
     bob.request(proto::Ping {})
         .await
         .expect("bob never noticed");
-    let bad = server
-        .state
-        .metrics
-        .rpc
-        .disconnects
-        .with_label_values(&["bad_frame"])
-        .get();
+    server.until_connections(1).await;
+    let bad = server.disconnects("bad_frame");
     assert_eq!(bad, 5);
     server.stop().await;
 }
@@ -135,15 +130,7 @@ async fn unknown_messages_get_unknown_message() {
         }
         other => panic!("expected UnknownMessage, got {other:?}"),
     }
-    socket
-        .send(Message::Binary(ping_envelope(6).into()))
-        .await
-        .unwrap();
-    let ack = next_envelope(&mut socket, |e| e.responding_to == Some(6)).await;
-    assert!(matches!(
-        ack.payload,
-        Some(proto::envelope::Payload::Ack(_))
-    ));
+    ping_ack(&mut socket, 6).await;
     server.stop().await;
 }
 
@@ -193,13 +180,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
         while let Some(Ok(_)) = stream.next().await {}
     })
     .await;
-    let cut = server
-        .state
-        .metrics
-        .rpc
-        .disconnects
-        .with_label_values(&["slow_consumer"])
-        .get();
+    let cut = server.disconnects("slow_consumer");
     assert_eq!(cut, 1, "the slow reader was cut as a slow consumer");
     bob.request(proto::Ping {}).await.expect("bob still served");
     server.stop().await;
@@ -254,16 +235,7 @@ async fn a_silent_peer_is_dropped() {
             .any(|w| w[0] == 0x88 && w[2..] == [0x03, 0xF0]),
         "closed with 1008 (policy): {frames:02x?}"
     );
-    assert_eq!(
-        server
-            .state
-            .metrics
-            .rpc
-            .disconnects
-            .with_label_values(&["silent"])
-            .get(),
-        1
-    );
+    assert_eq!(server.disconnects("silent"), 1);
     bob.request(proto::Ping {})
         .await
         .expect("bob answered pings and stayed");

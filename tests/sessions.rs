@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use collab::rpc::proto;
 use common::{
     Backend, TestServer, WAIT,
-    raw::{next_envelope, ping_envelope, raw_connect},
+    raw::{next_envelope, ping_ack, raw_connect},
     within,
 };
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
 
 /// Alice's minimal client only answers pings (its WebSocket library does that) and
@@ -61,25 +61,8 @@ async fn keepalive_survives_a_busy_server() {
     })
     .await;
     assert!(cycles > 0 && updates > 0);
-    alice_socket
-        .send(Message::Binary(ping_envelope(1).into()))
-        .await
-        .unwrap();
-    let ack = next_envelope(&mut alice_socket, |e| e.responding_to == Some(1)).await;
-    assert!(matches!(
-        ack.payload,
-        Some(proto::envelope::Payload::Ack(_))
-    ));
-    assert_eq!(
-        server
-            .state
-            .metrics
-            .rpc
-            .disconnects
-            .with_label_values(&["silent"])
-            .get(),
-        0
-    );
+    ping_ack(&mut alice_socket, 1).await;
+    assert_eq!(server.disconnects("silent"), 0);
     server.stop().await;
 }
 
@@ -138,20 +121,12 @@ async fn revocation_ends_live_sessions(backend: Backend) {
         .unwrap();
     within("the sweep to close the desktop", desktop.closed()).await;
 
+    server.until_connections(1).await;
     phone
         .request(proto::Ping {})
         .await
         .expect("other tokens are unaffected");
-    assert_eq!(
-        server
-            .state
-            .metrics
-            .rpc
-            .disconnects
-            .with_label_values(&["token_revoked"])
-            .get(),
-        2
-    );
+    assert_eq!(server.disconnects("token_revoked"), 2);
     server.stop().await;
 }
 db_test!(revocation_ends_live_sessions);

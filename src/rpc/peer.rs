@@ -129,7 +129,9 @@ struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if self.peer.connections.write().remove(&self.id).is_some() {
+        let mut connections = self.peer.connections.write();
+        if connections.remove(&self.id).is_some() {
+            self.peer.count.send_replace(connections.len());
             self.peer.metrics.connections.dec();
         }
         // Dropping the senders fails every request still waiting on this connection.
@@ -149,6 +151,8 @@ pub struct Peer {
     server_id: AtomicU32,
     next_connection_id: AtomicU32,
     connections: RwLock<HashMap<ConnectionId, Arc<ConnectionState>>>,
+    /// The number of connections, for whoever waits for it to change.
+    count: tokio::sync::watch::Sender<usize>,
     config: PeerConfig,
     metrics: RpcMetrics,
 }
@@ -161,6 +165,7 @@ impl Peer {
             server_id: AtomicU32::new(server_id),
             next_connection_id: AtomicU32::new(1),
             connections: RwLock::new(HashMap::new()),
+            count: tokio::sync::watch::Sender::new(0),
             config,
             metrics,
         })
@@ -176,6 +181,11 @@ impl Peer {
 
     pub fn metrics(&self) -> &RpcMetrics {
         &self.metrics
+    }
+
+    /// Follows the number of connections (e.g. to wait until some have ended).
+    pub fn watch_connections(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.count.subscribe()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -211,7 +221,11 @@ impl Peer {
             killed: CancellationToken::new(),
             kill_reason: Mutex::new(None),
         });
-        self.connections.write().insert(id, state.clone());
+        {
+            let mut connections = self.connections.write();
+            connections.insert(id, state.clone());
+            self.count.send_replace(connections.len());
+        }
         self.metrics.connections.inc();
 
         let peer = self.clone();
@@ -250,11 +264,13 @@ impl Peer {
                 Some((kind, detail)) => Disconnect { kind, detail },
                 None => ended,
             };
-            drop(registration);
+            // Count the disconnect before unregistering, so whoever sees the connection
+            // gone (see `watch_connections`) also sees it counted.
             peer.metrics
                 .disconnects
                 .with_label_values(&[ended.kind])
                 .inc();
+            drop(registration);
             ended
         };
         (id, io, incoming_rx)

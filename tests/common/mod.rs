@@ -192,6 +192,28 @@ impl TestServer {
             .expect("client connects")
     }
 
+    /// Waits until exactly `count` RPC connections are open (disconnect metrics are
+    /// final for those that ended).
+    pub async fn until_connections(&self, count: usize) {
+        let mut watch = self.state.peer.watch_connections();
+        within(
+            "the connection count",
+            watch.wait_for(|open| *open == count),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// How many RPC connections ended for `reason` (the disconnect metric's label).
+    pub fn disconnects(&self, reason: &str) -> u64 {
+        self.state
+            .metrics
+            .rpc
+            .disconnects
+            .with_label_values(&[reason])
+            .get()
+    }
+
     /// Shuts the server down gracefully, keeping its database for inspection.
     pub async fn halt(&mut self) {
         if let Some(server) = self.server.take() {

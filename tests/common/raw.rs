@@ -126,3 +126,17 @@ pub async fn next_envelope_stream(
     })
     .await
 }
+
+/// Sends a `Ping` with envelope id `id` and waits for its `Ack`.
+pub async fn ping_ack(socket: &mut Raw, id: u32) {
+    use futures::SinkExt;
+    socket
+        .send(Message::Binary(ping_envelope(id).into()))
+        .await
+        .unwrap();
+    let ack = next_envelope(socket, |e| e.responding_to == Some(id)).await;
+    assert!(
+        matches!(ack.payload, Some(proto::envelope::Payload::Ack(_))),
+        "{ack:?}"
+    );
+}
