@@ -156,6 +156,42 @@ pub struct Config {
     #[arg(long, env = "COLLAB_WS_TOKEN_TTL", default_value = "5m", value_parser = parse_positive_duration)]
     pub ws_token_ttl: Duration,
 
+    /// How long an unanswered call rings before it ends and the caller is told.
+    #[arg(long, env = "COLLAB_CALL_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub call_timeout: Duration,
+
+    /// How long a room participant whose connection was lost keeps their place, waiting
+    /// for `RejoinRoom` from a new connection.
+    #[arg(long, env = "COLLAB_RECONNECT_GRACE", default_value = "30s", value_parser = parse_positive_duration)]
+    pub reconnect_grace: Duration,
+
+    /// Presence broadcasts per second per connection, at most (updates in between are
+    /// coalesced: the latest wins).
+    #[arg(long, env = "COLLAB_PRESENCE_RATE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub presence_rate: u32,
+
+    /// Presence not renewed for this long is dropped.
+    #[arg(long, env = "COLLAB_PRESENCE_TTL", default_value = "5m", value_parser = parse_positive_duration)]
+    pub presence_ttl: Duration,
+
+    /// LiveKit server URL handed to clients (e.g. `wss://livekit.example.com`); the
+    /// RoomService API is called at the same host. Without URL, key and secret, rooms
+    /// work without audio/video credentials.
+    #[arg(long, env = "COLLAB_LIVEKIT_URL")]
+    pub livekit_url: Option<String>,
+
+    /// LiveKit API key.
+    #[arg(long, env = "COLLAB_LIVEKIT_KEY")]
+    pub livekit_key: Option<String>,
+
+    /// LiveKit API secret.
+    #[arg(long, env = "COLLAB_LIVEKIT_SECRET", hide_env_values = true)]
+    pub livekit_secret: Option<String>,
+
+    /// Lifetime of the LiveKit tokens handed to participants.
+    #[arg(long, env = "COLLAB_LIVEKIT_TOKEN_TTL", default_value = "6h", value_parser = parse_positive_duration)]
+    pub livekit_token_ttl: Duration,
+
     /// Kernel send buffer per accepted socket (SO_SNDBUF), in bytes; 0 keeps the OS default.
     #[arg(long, env = "COLLAB_SOCKET_SEND_BUFFER", default_value_t = 0)]
     pub socket_send_buffer: usize,

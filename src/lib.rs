@@ -12,6 +12,7 @@
 //! - [`auth`]: JWT access tokens, principals, WebSocket tokens.
 //! - [`db`]: sea-orm database, typed ids, entities and queries; `migrations` beside it.
 //! - [`collab`]: the RPC domains, one handler file each, and the registration chain.
+//! - [`livekit`]: LiveKit tokens and RoomService calls.
 //! - [`api`]: REST routes, one file per resource.
 //! - [`serve`]: builds the state and router and runs the server with graceful shutdown.
 //! - [`seed`]: `collab seed`.
@@ -26,6 +27,7 @@ pub mod collab;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod livekit;
 pub mod metrics;
 #[path = "../migrations/mod.rs"]
 pub mod migrations;
@@ -56,7 +58,13 @@ pub struct AppState {
     /// Tracks every RPC connection task, so shutdown can wait for them.
     pub connections: TaskTracker,
     /// Per-user locks held from a transaction until its broadcasts are queued.
-    pub user_locks: collab::user_locks::UserLocks,
+    pub user_locks: collab::locks::UserLocks,
+    /// Per-room locks, likewise.
+    pub room_locks: collab::locks::RoomLocks,
+    /// Who is in which room on this server, and their presence.
+    pub rooms: Arc<collab::presence::RoomPresence>,
+    /// LiveKit, when configured.
+    pub livekit: Option<Arc<livekit::LiveKit>>,
     /// One permit per allowed RPC connection (`--max-connections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
 }

@@ -148,6 +148,9 @@ async fn run_connection(
     }
 
     let ended = io.await;
+    if let Err(error) = super::rooms::connection_lost(&state, connection_id).await {
+        tracing::error!(connection = %connection_id, %error, "room cleanup failed");
+    }
     if let Err(error) = contacts::connection_removed(&state, connection_id).await {
         tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
     }

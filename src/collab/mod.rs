@@ -5,17 +5,21 @@
 //!   pool, shutdown).
 //! - [`session`]: `Session`, what every handler receives.
 //! - [`connection_pool`]: user ⇄ connections on this server.
-//! - [`user_locks`]: per-user locks that keep broadcasts in commit order.
+//! - [`locks`]: per-user and per-room locks that keep broadcasts in commit order.
 //! - [`core`]: `Ping`, the application-level liveness check.
 //! - [`users`]: user lookup.
 //! - [`contacts`]: contact requests and online status.
+//! - [`rooms`]: rooms, calls, roles, locations, rejoin, LiveKit.
+//! - [`presence`]: room membership in memory and presence (coalesced, expiring).
 
 pub mod connection;
 pub mod connection_pool;
 pub mod contacts;
 pub mod core;
+pub mod locks;
+pub mod presence;
+pub mod rooms;
 pub mod session;
-pub mod user_locks;
 pub mod users;
 
 use std::sync::Arc;
@@ -33,6 +37,16 @@ pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
         .add_request_handler(users::search_users)
         .add_request_handler(contacts::request_contact)
         .add_request_handler(contacts::respond_to_contact_request)
-        .add_request_handler(contacts::remove_contact);
+        .add_request_handler(contacts::remove_contact)
+        .add_request_handler(rooms::create_room)
+        .add_request_handler(rooms::call)
+        .add_request_handler(rooms::join_room)
+        .add_request_handler(rooms::rejoin_room)
+        .add_request_handler(rooms::decline_call)
+        .add_request_handler(rooms::cancel_call)
+        .add_request_handler(rooms::leave_room)
+        .add_request_handler(rooms::update_participant_location)
+        .add_request_handler(rooms::set_room_participant_role)
+        .add_message_handler(rooms::update_presence);
     server
 }

@@ -30,4 +30,4 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, ServerId, ContactId);
+id_type!(UserId, ServerId, ContactId, RoomId, RoomParticipantId);

@@ -188,6 +188,11 @@ impl Peer {
         self.count.subscribe()
     }
 
+    /// Whether `id` is an open connection of this peer.
+    pub fn is_connected(&self, id: ConnectionId) -> bool {
+        self.connections.read().contains_key(&id)
+    }
+
     pub fn connection_count(&self) -> usize {
         self.connections.read().len()
     }

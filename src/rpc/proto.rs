@@ -80,6 +80,23 @@ messages!(
     RespondToContactRequest,
     RemoveContact,
     UpdateContacts,
+    CreateRoom,
+    CreateRoomResponse,
+    Call,
+    IncomingCall,
+    CallCanceled,
+    CallEnded,
+    JoinRoom,
+    JoinRoomResponse,
+    RejoinRoom,
+    DeclineCall,
+    CancelCall,
+    LeaveRoom,
+    RoomUpdated,
+    UpdateParticipantLocation,
+    SetRoomParticipantRole,
+    UpdatePresence,
+    PresenceUpdated,
 );
 
 request_messages!(
@@ -89,6 +106,15 @@ request_messages!(
     (RequestContact, Ack),
     (RespondToContactRequest, Ack),
     (RemoveContact, Ack),
+    (CreateRoom, CreateRoomResponse),
+    (Call, Ack),
+    (JoinRoom, JoinRoomResponse),
+    (RejoinRoom, JoinRoomResponse),
+    (DeclineCall, Ack),
+    (CancelCall, Ack),
+    (LeaveRoom, Ack),
+    (UpdateParticipantLocation, Ack),
+    (SetRoomParticipantRole, Ack),
 );
 
 /// The name of a payload, or `"Unknown"` for an envelope without one (a payload field

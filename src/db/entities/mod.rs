@@ -2,5 +2,7 @@
 
 pub mod access_token;
 pub mod contact;
+pub mod room;
+pub mod room_participant;
 pub mod server;
 pub mod user;

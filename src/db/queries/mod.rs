@@ -2,5 +2,6 @@
 
 pub mod access_tokens;
 pub mod contacts;
+pub mod rooms;
 pub mod servers;
 pub mod users;

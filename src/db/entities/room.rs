@@ -1,0 +1,19 @@
+use sea_orm::entity::prelude::*;
+
+use crate::db::RoomId;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "rooms")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: RoomId,
+    /// The LiveKit room that carries this room's audio and video.
+    #[sea_orm(unique)]
+    pub livekit_room: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

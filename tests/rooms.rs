@@ -1,0 +1,807 @@
+//! Rooms and calls, end to end: Alice creates a room and calls her contacts into it; Bob
+//! answers on one of his two devices, Carol declines, Erin's call is cancelled; locations,
+//! roles, leaving, refusals; call timeouts; reconnecting within (and after) the grace;
+//! presence relay, its rate limit and expiry; RoomUpdated in commit order.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use collab::{client::Client, rpc::proto};
+use common::{Backend, TestServer, WAIT, within};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Makes `a` and `b` contacts directly in the database (before their clients connect).
+async fn befriend(server: &TestServer, a: &str, b: &str) {
+    let a = server.user_id(a).await;
+    let b = server.user_id(b).await;
+    server.state.db.request_contact(a, b).await.unwrap();
+    server
+        .state
+        .db
+        .respond_to_contact_request(b, a, true)
+        .await
+        .unwrap();
+}
+
+/// The peer id of a client as it appears in rooms.
+fn peer(client: &Client) -> Option<proto::PeerId> {
+    Some(proto::PeerId::from(client.peer_id()))
+}
+
+fn shared_project(project_id: u64) -> proto::ParticipantLocation {
+    proto::ParticipantLocation {
+        kind: proto::participant_location::Kind::SharedProject as i32,
+        project_id,
+    }
+}
+
+fn participant(room: &proto::Room, user_id: u64) -> Option<&proto::Participant> {
+    room.participants.iter().find(|p| p.user_id == user_id)
+}
+
+fn is_pending(room: &proto::Room, user_id: u64) -> bool {
+    room.pending_participants
+        .iter()
+        .any(|p| p.user_id == user_id)
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
+}
+
+/// The next RoomUpdated's room.
+async fn next_room(client: &Client) -> proto::Room {
+    client
+        .recv_timeout::<proto::RoomUpdated>(WAIT)
+        .await
+        .expect("a RoomUpdated")
+        .payload
+        .room
+        .expect("RoomUpdated carries the room")
+}
+
+/// Takes RoomUpdated messages until one whose room satisfies `check` (earlier states may
+/// arrive first); fails the test after `WAIT`.
+async fn room_until(
+    client: &Client,
+    what: &str,
+    check: impl Fn(&proto::Room) -> bool,
+) -> proto::Room {
+    within(what, async {
+        loop {
+            let room = client
+                .recv::<proto::RoomUpdated>()
+                .await
+                .expect("the connection is open")
+                .payload
+                .room
+                .expect("RoomUpdated carries the room");
+            if check(&room) {
+                return room;
+            }
+        }
+    })
+    .await
+}
+
+async fn incoming_call(client: &Client) -> proto::IncomingCall {
+    client
+        .recv_timeout::<proto::IncomingCall>(WAIT)
+        .await
+        .expect("an IncomingCall")
+        .payload
+}
+
+async fn call_canceled(client: &Client) -> proto::CallCanceled {
+    client
+        .recv_timeout::<proto::CallCanceled>(WAIT)
+        .await
+        .expect("a CallCanceled")
+        .payload
+}
+
+async fn call_ended(client: &Client) -> proto::CallEnded {
+    client
+        .recv_timeout::<proto::CallEnded>(WAIT)
+        .await
+        .expect("a CallEnded")
+        .payload
+}
+
+/// `caller` creates a room and calls `callee`, who answers; both clients connected, the
+/// caller has seen the callee join. Returns (caller, callee, room id).
+async fn room_of_two(server: &TestServer, caller: &str, callee: &str) -> (Client, Client, u64) {
+    befriend(server, caller, callee).await;
+    let caller_client = server.client(caller).await;
+    let callee_client = server.client(callee).await;
+    let callee_id = callee_client.user_id();
+    let room_id = caller_client
+        .request(proto::CreateRoom {})
+        .await
+        .unwrap()
+        .room
+        .expect("CreateRoomResponse carries the room")
+        .id;
+    caller_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: callee_id,
+        })
+        .await
+        .unwrap();
+    assert_eq!(incoming_call(&callee_client).await.room_id, room_id);
+    callee_client
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap();
+    room_until(&caller_client, "the callee to join", |room| {
+        participant(room, callee_id).is_some() && !is_pending(room, callee_id)
+    })
+    .await;
+    (caller_client, callee_client, room_id)
+}
+
+fn presence_at(line: u32) -> proto::UpdatePresence {
+    proto::UpdatePresence {
+        status: proto::PresenceStatus::Active as i32,
+        cursor: Some(proto::Cursor {
+            path: "src/main.rs".into(),
+            line,
+            column: 4,
+        }),
+        viewport: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The main story (SQLite and PostgreSQL)
+// ---------------------------------------------------------------------------------------
+
+async fn rooms_story(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    // Alice knows Bob, Carol and Erin; Bob knows Carol; Dave knows nobody.
+    for (a, b) in [
+        ("alice", "bob"),
+        ("alice", "carol"),
+        ("alice", "erin"),
+        ("bob", "carol"),
+    ] {
+        befriend(&server, a, b).await;
+    }
+    let alice = server.user_id("alice").await.to_proto();
+    let bob = server.user_id("bob").await.to_proto();
+    let carol = server.user_id("carol").await.to_proto();
+    let dave = server.user_id("dave").await.to_proto();
+    let erin = server.user_id("erin").await.to_proto();
+
+    let alice_client = server.client("alice").await;
+    let bob_laptop = server.client("bob").await;
+    let bob_desktop = server.client("bob").await;
+    let carol_client = server.client("carol").await;
+    let dave_client = server.client("dave").await;
+    let erin_phone = server.client("erin").await;
+    let erin_laptop = server.client("erin").await;
+
+    // Alice creates a room: she is its only participant, its admin, index 0, on this
+    // connection. Without LiveKit settings there are no audio/video credentials.
+    let created = alice_client.request(proto::CreateRoom {}).await.unwrap();
+    assert_eq!(created.live_kit_connection_info, None);
+    let room = created.room.expect("CreateRoomResponse carries the room");
+    let room_id = room.id;
+    assert_ne!(room_id, 0);
+    assert_eq!(room.participants.len(), 1, "{room:?}");
+    let me = &room.participants[0];
+    assert_eq!(me.user_id, alice);
+    assert_eq!(me.role, proto::ParticipantRole::Admin as i32);
+    assert_eq!(me.participant_index, 0);
+    assert_eq!(me.peer_id, peer(&alice_client));
+    assert!(!me.connection_lost);
+    assert!(room.pending_participants.is_empty(), "{room:?}");
+
+    // Refusals: Dave is not Alice's contact; Carol is not in Alice's room; Dave was not
+    // called, so he cannot join.
+    let stranger = alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: dave,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code, proto::ErrorCode::Forbidden, "{stranger}");
+    let outsider = carol_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(outsider.code, proto::ErrorCode::Forbidden, "{outsider}");
+    let uninvited = dave_client
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            uninvited.code,
+            proto::ErrorCode::NotFound | proto::ErrorCode::Forbidden
+        ),
+        "{uninvited}"
+    );
+
+    // Alice calls Bob: both of his devices ring, and the room shows him pending.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap();
+    for device in [&bob_laptop, &bob_desktop] {
+        let call = incoming_call(device).await;
+        assert_eq!(
+            call,
+            proto::IncomingCall {
+                room_id,
+                calling_user_id: alice,
+                participant_user_ids: vec![alice],
+            }
+        );
+    }
+    let room = room_until(&alice_client, "Bob pending", |room| is_pending(room, bob)).await;
+    let pending = room
+        .pending_participants
+        .iter()
+        .find(|p| p.user_id == bob)
+        .unwrap();
+    assert_eq!(pending.calling_user_id, alice);
+
+    // Calling Bob again while he rings is a conflict.
+    let twice = alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code, proto::ErrorCode::Conflict, "{twice}");
+
+    // Bob answers on his desktop: the laptop stops ringing; the room has both of them,
+    // Bob on his desktop's connection.
+    let joined = bob_desktop
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap();
+    assert_eq!(joined.live_kit_connection_info, None);
+    let room = joined.room.expect("JoinRoomResponse carries the room");
+    assert_eq!(room.id, room_id);
+    assert_eq!(
+        sorted(room.participants.iter().map(|p| p.user_id).collect()),
+        sorted(vec![alice, bob])
+    );
+    assert!(!is_pending(&room, bob), "{room:?}");
+    let bob_in_room = participant(&room, bob).unwrap();
+    assert_eq!(bob_in_room.peer_id, peer(&bob_desktop));
+    assert_ne!(
+        bob_in_room.participant_index,
+        participant(&room, alice).unwrap().participant_index,
+        "participant indexes are distinct"
+    );
+    assert_eq!(
+        call_canceled(&bob_laptop).await,
+        proto::CallCanceled { room_id }
+    );
+    let room = room_until(&alice_client, "Bob to join", |room| {
+        participant(room, bob).is_some()
+    })
+    .await;
+    assert_eq!(participant(&room, bob).unwrap().peer_id, peer(&bob_desktop));
+    assert!(!is_pending(&room, bob), "{room:?}");
+
+    // Bob is in a room now: calling him there (or from another room) is a conflict.
+    let again = alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code, proto::ErrorCode::Conflict, "{again}");
+    let carol_room = carol_client
+        .request(proto::CreateRoom {})
+        .await
+        .unwrap()
+        .room
+        .expect("CreateRoomResponse carries the room")
+        .id;
+    assert_ne!(carol_room, room_id);
+    let busy = carol_client
+        .request(proto::Call {
+            room_id: carol_room,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(busy.code, proto::ErrorCode::Conflict, "{busy}");
+    carol_client.request(proto::LeaveRoom {}).await.unwrap();
+
+    // Alice calls Carol, who declines: Alice is told, and Carol is no longer pending.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap();
+    let call = incoming_call(&carol_client).await;
+    assert_eq!(call.room_id, room_id);
+    assert_eq!(call.calling_user_id, alice);
+    assert_eq!(sorted(call.participant_user_ids), sorted(vec![alice, bob]));
+    for client in [&alice_client, &bob_desktop] {
+        room_until(client, "Carol pending", |room| is_pending(room, carol)).await;
+    }
+    carol_client
+        .request(proto::DeclineCall { room_id })
+        .await
+        .unwrap();
+    let ended = call_ended(&alice_client).await;
+    assert_eq!(ended.room_id, room_id);
+    assert_eq!(ended.callee_user_id, carol);
+    assert_eq!(ended.reason, proto::call_ended::Reason::Declined as i32);
+    for client in [&alice_client, &bob_desktop] {
+        let room = room_until(client, "Carol no longer pending", |room| {
+            !is_pending(room, carol)
+        })
+        .await;
+        assert!(participant(&room, carol).is_none(), "{room:?}");
+    }
+
+    // Alice calls Erin (two devices), then thinks better of it: both devices stop ringing.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: erin,
+        })
+        .await
+        .unwrap();
+    for device in [&erin_phone, &erin_laptop] {
+        assert_eq!(incoming_call(device).await.room_id, room_id);
+    }
+    for client in [&alice_client, &bob_desktop] {
+        room_until(client, "Erin pending", |room| is_pending(room, erin)).await;
+    }
+    alice_client
+        .request(proto::CancelCall {
+            room_id,
+            callee_user_id: erin,
+        })
+        .await
+        .unwrap();
+    for device in [&erin_phone, &erin_laptop] {
+        assert_eq!(call_canceled(device).await, proto::CallCanceled { room_id });
+    }
+    for client in [&alice_client, &bob_desktop] {
+        room_until(client, "Erin no longer pending", |room| {
+            !is_pending(room, erin)
+        })
+        .await;
+    }
+
+    // Bob opens shared project 7: Alice sees where he is.
+    bob_desktop
+        .request(proto::UpdateParticipantLocation {
+            room_id,
+            location: Some(shared_project(7)),
+        })
+        .await
+        .unwrap();
+    room_until(&alice_client, "Bob in project 7", |room| {
+        participant(room, bob).and_then(|p| p.location) == Some(shared_project(7))
+    })
+    .await;
+
+    // Only admins change roles: Bob may not; Alice makes Bob a guest.
+    let not_admin = bob_desktop
+        .request(proto::SetRoomParticipantRole {
+            room_id,
+            user_id: alice,
+            role: proto::ParticipantRole::Guest as i32,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_admin.code, proto::ErrorCode::Forbidden, "{not_admin}");
+    alice_client
+        .request(proto::SetRoomParticipantRole {
+            room_id,
+            user_id: bob,
+            role: proto::ParticipantRole::Guest as i32,
+        })
+        .await
+        .unwrap();
+    for client in [&alice_client, &bob_desktop] {
+        let room = room_until(client, "Bob a guest", |room| {
+            participant(room, bob).map(|p| p.role) == Some(proto::ParticipantRole::Guest as i32)
+        })
+        .await;
+        assert_eq!(
+            participant(&room, alice).unwrap().role,
+            proto::ParticipantRole::Admin as i32
+        );
+    }
+
+    // A guest may not call anyone.
+    let guest_call = bob_desktop
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(guest_call.code, proto::ErrorCode::Forbidden, "{guest_call}");
+
+    // Bob leaves: Alice's room no longer has him.
+    bob_desktop.request(proto::LeaveRoom {}).await.unwrap();
+    let room = room_until(&alice_client, "Bob to leave", |room| {
+        participant(room, bob).is_none()
+    })
+    .await;
+    assert_eq!(
+        room.participants
+            .iter()
+            .map(|p| p.user_id)
+            .collect::<Vec<_>>(),
+        vec![alice]
+    );
+
+    server.stop().await;
+}
+db_test!(rooms_story);
+
+// ---------------------------------------------------------------------------------------
+// Call timeouts
+// ---------------------------------------------------------------------------------------
+
+/// An unanswered call rings for `call_timeout`: then the caller hears TIMED_OUT and every
+/// device of the callee stops ringing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_call_times_out() {
+    let call_timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.call_timeout = call_timeout;
+    })
+    .await;
+    befriend(&server, "alice", "bob").await;
+    let alice_client = server.client("alice").await;
+    let bob_laptop = server.client("bob").await;
+    let bob_desktop = server.client("bob").await;
+    let bob = bob_laptop.user_id();
+
+    let room_id = alice_client
+        .request(proto::CreateRoom {})
+        .await
+        .unwrap()
+        .room
+        .unwrap()
+        .id;
+    let started = Instant::now();
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap();
+    for device in [&bob_laptop, &bob_desktop] {
+        assert_eq!(incoming_call(device).await.room_id, room_id);
+    }
+
+    // Nobody answers.
+    let ended = call_ended(&alice_client).await;
+    assert!(
+        started.elapsed() >= call_timeout - Duration::from_millis(50),
+        "the call ended after {:?}, before its timeout",
+        started.elapsed()
+    );
+    assert_eq!(ended.room_id, room_id);
+    assert_eq!(ended.callee_user_id, bob);
+    assert_eq!(ended.reason, proto::call_ended::Reason::TimedOut as i32);
+    for device in [&bob_laptop, &bob_desktop] {
+        assert_eq!(call_canceled(device).await, proto::CallCanceled { room_id });
+    }
+    room_until(&alice_client, "Bob no longer pending", |room| {
+        !is_pending(room, bob) && participant(room, bob).is_none()
+    })
+    .await;
+
+    // Bob can be called again.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap();
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconnecting
+// ---------------------------------------------------------------------------------------
+
+/// Within the grace, a participant whose connection was lost is shown as such, and takes
+/// their place back from a new connection with RejoinRoom.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoin_within_the_grace() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.reconnect_grace = Duration::from_secs(60);
+    })
+    .await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let bob = bob_client.user_id();
+
+    // Bob's connection goes away: Alice sees him as lost, still in the room.
+    bob_client.close().await;
+    let room = room_until(&alice_client, "Bob's connection lost", |room| {
+        participant(room, bob).is_some_and(|p| p.connection_lost)
+    })
+    .await;
+    assert!(
+        !participant(&room, alice_client.user_id())
+            .unwrap()
+            .connection_lost
+    );
+
+    // Bob comes back on a new connection and rejoins.
+    let bob_again = server.client("bob").await;
+    assert_ne!(peer(&bob_again), peer(&bob_client));
+    let rejoined = bob_again
+        .request(proto::RejoinRoom { room_id })
+        .await
+        .unwrap();
+    let room = rejoined.room.expect("JoinRoomResponse carries the room");
+    assert_eq!(room.id, room_id);
+    let me = participant(&room, bob).expect("Bob is still a participant");
+    assert_eq!(me.peer_id, peer(&bob_again));
+    assert!(!me.connection_lost);
+
+    // Alice sees Bob under his new peer id, connected.
+    room_until(&alice_client, "Bob back on his new connection", |room| {
+        participant(room, bob).is_some_and(|p| p.peer_id == peer(&bob_again) && !p.connection_lost)
+    })
+    .await;
+
+    // He is really back: his location updates reach Alice.
+    bob_again
+        .request(proto::UpdateParticipantLocation {
+            room_id,
+            location: Some(shared_project(3)),
+        })
+        .await
+        .unwrap();
+    room_until(&alice_client, "Bob in project 3", |room| {
+        participant(room, bob).and_then(|p| p.location) == Some(shared_project(3))
+    })
+    .await;
+    server.stop().await;
+}
+
+/// After the grace, a lost participant leaves the room, and the calls they made that were
+/// still ringing are cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_participant_leaves_after_the_grace() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.reconnect_grace = Duration::from_millis(300);
+    })
+    .await;
+    befriend(&server, "alice", "carol").await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let alice = alice_client.user_id();
+    let carol_client = server.client("carol").await;
+    let carol = carol_client.user_id();
+
+    // Alice calls Carol, then loses her connection while Carol's phone rings.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap();
+    assert_eq!(incoming_call(&carol_client).await.room_id, room_id);
+    room_until(&bob_client, "Carol pending", |room| is_pending(room, carol)).await;
+    alice_client.close().await;
+
+    // The grace passes: Alice is gone from Bob's room, and Carol's call is cancelled.
+    let room = room_until(&bob_client, "Alice to be removed", |room| {
+        participant(room, alice).is_none()
+    })
+    .await;
+    assert!(participant(&room, bob_client.user_id()).is_some());
+    assert_eq!(
+        call_canceled(&carol_client).await,
+        proto::CallCanceled { room_id }
+    );
+    // One transaction removed both: the same update shows Carol's call gone.
+    assert!(!is_pending(&room, carol), "{room:?}");
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Presence
+// ---------------------------------------------------------------------------------------
+
+/// A burst of presence updates is relayed at most `presence_rate` times per second, the
+/// latest state winning; a presence not renewed for `presence_ttl` is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_rate_limited_and_expires() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.presence_rate = 5;
+        config.presence_ttl = Duration::from_millis(300);
+    })
+    .await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let alice = alice_client.user_id();
+
+    // Alice's cursor moves down 50 lines in a burst.
+    let started = Instant::now();
+    for line in 1..=50 {
+        alice_client.send(presence_at(line)).unwrap();
+    }
+
+    // Bob sees a few of those states, ending with line 50.
+    let mut received = 0u32;
+    let latest = within("Alice's cursor on line 50", async {
+        loop {
+            let update = bob_client
+                .recv::<proto::PresenceUpdated>()
+                .await
+                .expect("the connection is open")
+                .payload;
+            assert_eq!(update.user_id, alice, "{update:?}");
+            assert!(
+                !update.removed,
+                "removed before the latest state: {update:?}"
+            );
+            received += 1;
+            if update.cursor.as_ref().map(|cursor| cursor.line) == Some(50) {
+                return update;
+            }
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    assert!(
+        f64::from(received) <= 3.0 + elapsed.as_secs_f64() * 5.0,
+        "{received} presence updates relayed in {elapsed:?} at 5 per second"
+    );
+    assert_eq!(latest.room_id, room_id);
+    assert_eq!(latest.peer_id, peer(&alice_client));
+    assert_eq!(latest.status, proto::PresenceStatus::Active as i32);
+    assert_eq!(latest.cursor.as_ref().unwrap().path, "src/main.rs");
+
+    // No more updates: after the ttl, Bob hears that Alice's presence is gone.
+    let removed = within("Alice's presence to expire", async {
+        loop {
+            let update = bob_client
+                .recv::<proto::PresenceUpdated>()
+                .await
+                .expect("the connection is open")
+                .payload;
+            if update.removed {
+                return update;
+            }
+            assert_eq!(
+                update.cursor.as_ref().map(|cursor| cursor.line),
+                Some(50),
+                "the latest state wins: {update:?}"
+            );
+        }
+    })
+    .await;
+    assert_eq!(removed.user_id, alice);
+    assert_eq!(removed.room_id, room_id);
+    assert_eq!(removed.peer_id, peer(&alice_client));
+    server.stop().await;
+}
+
+/// Leaving the room removes your presence for the others; presence from a connection that
+/// is in no room is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_removed_on_leave_and_ignored_outside_rooms() {
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.presence_ttl = Duration::from_secs(300);
+    })
+    .await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let alice = alice_client.user_id();
+
+    // Alice's cursor reaches Bob.
+    alice_client.send(presence_at(12)).unwrap();
+    let update = bob_client
+        .recv_timeout::<proto::PresenceUpdated>(WAIT)
+        .await
+        .expect("a PresenceUpdated")
+        .payload;
+    assert_eq!(update.user_id, alice);
+    assert_eq!(update.room_id, room_id);
+    assert!(!update.removed);
+    assert_eq!(update.cursor.unwrap().line, 12);
+
+    // Alice leaves: her presence is removed for Bob (long before the ttl).
+    alice_client.request(proto::LeaveRoom {}).await.unwrap();
+    let removed = within("Alice's presence to be removed", async {
+        loop {
+            let update = bob_client
+                .recv::<proto::PresenceUpdated>()
+                .await
+                .expect("the connection is open")
+                .payload;
+            if update.removed {
+                return update;
+            }
+        }
+    })
+    .await;
+    assert_eq!(removed.user_id, alice);
+    assert_eq!(removed.room_id, room_id);
+
+    // Presence from connections in no room (Alice now, Carol ever) is ignored, and the
+    // connections keep working.
+    let carol_client = server.client("carol").await;
+    alice_client.send(presence_at(13)).unwrap();
+    carol_client.send(presence_at(1)).unwrap();
+    alice_client.request(proto::Ping {}).await.unwrap();
+    carol_client.request(proto::Ping {}).await.unwrap();
+    bob_client.request(proto::Ping {}).await.unwrap();
+    assert!(alice_client.is_connected() && carol_client.is_connected());
+    server.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Ordering
+// ---------------------------------------------------------------------------------------
+
+/// RoomUpdated messages arrive in commit order: changes made back to back are never seen
+/// out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_updates_arrive_in_commit_order() {
+    let server = TestServer::start(Backend::Sqlite).await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let alice = alice_client.user_id();
+
+    for project_id in 1..=5 {
+        alice_client
+            .request(proto::UpdateParticipantLocation {
+                room_id,
+                location: Some(shared_project(project_id)),
+            })
+            .await
+            .unwrap();
+    }
+
+    // Bob's view of Alice's project only moves forward, and ends at 5.
+    let seen = within("Alice in project 5", async {
+        let mut seen = Vec::new();
+        loop {
+            let room = next_room(&bob_client).await;
+            let project_id = participant(&room, alice)
+                .and_then(|p| p.location.as_ref())
+                .map_or(0, |location| location.project_id);
+            seen.push(project_id);
+            if project_id == 5 {
+                return seen;
+            }
+        }
+    })
+    .await;
+    assert!(
+        seen.windows(2).all(|pair| pair[0] <= pair[1]),
+        "RoomUpdated out of commit order: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&5));
+    server.stop().await;
+}
