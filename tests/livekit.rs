@@ -13,8 +13,7 @@ use collab::{client::Client, rpc::proto};
 use common::{Backend, TestServer, WAIT, within};
 use fake_livekit::FakeLiveKit;
 
-const KEY: &str = "devkey";
-const SECRET: &str = "a-fake-livekit-secret-of-at-least-32-chars";
+use fake_livekit::{KEY, SECRET};
 
 /// Verifies a token with LiveKit's Python SDK and prints the claims the tests check.
 const VERIFY_TOKEN_PY: &str = r#"
@@ -96,9 +95,9 @@ async fn check_credentials(
 }
 
 /// A server whose LiveKit is `fake`.
-async fn server_with(fake: &FakeLiveKit) -> TestServer {
+async fn server_with(backend: Backend, fake: &FakeLiveKit) -> TestServer {
     let url = fake.url.clone();
-    TestServer::start_with(Backend::Sqlite, move |config| {
+    TestServer::start_with(backend, move |config| {
         config.livekit_url = Some(url);
         config.livekit_key = Some(KEY.into());
         config.livekit_secret = Some(SECRET.into());
@@ -148,10 +147,10 @@ async fn room_until(
 
 /// Alice creates a room and Bob joins it; a guest Bob reconnects and loses the right to
 /// publish; both leave and the LiveKit room is deleted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livekit_credentials_and_room_service() {
+db_test!(livekit_credentials_and_room_service);
+async fn livekit_credentials_and_room_service(backend: Backend) {
     let fake = FakeLiveKit::start().await;
-    let server = server_with(&fake).await;
+    let server = server_with(backend, &fake).await;
     befriend(&server, "alice", "bob").await;
     let alice_client = server.client("alice").await;
     let bob_client = server.client("bob").await;
@@ -223,6 +222,10 @@ async fn livekit_credentials_and_room_service() {
         .await;
     assert_eq!(update.room, livekit_room);
     assert_eq!(update.can_publish, Some(false));
+    assert!(
+        update.authorized,
+        "the server signs RoomService calls with its key and secret"
+    );
 
     // Bob's connection drops; he rejoins from a new one and gets guest credentials.
     bob_client.close().await;
@@ -261,6 +264,7 @@ async fn livekit_credentials_and_room_service() {
         })
         .await;
     assert_eq!(removed.room, livekit_room);
+    assert!(removed.authorized);
 
     // Alice, the last one, leaves: the LiveKit room is deleted.
     alice_client.request(proto::LeaveRoom {}).await.unwrap();
@@ -268,16 +272,17 @@ async fn livekit_credentials_and_room_service() {
         .until("DeleteRoom", |call| call.method == "DeleteRoom")
         .await;
     assert_eq!(deleted.room, livekit_room);
+    assert!(deleted.authorized);
     server.stop().await;
 }
 
 /// LiveKit answering 500 to everything never blocks creating, calling, joining, roles or
 /// leaving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livekit_errors_never_block_calls() {
+db_test!(livekit_errors_never_block_calls);
+async fn livekit_errors_never_block_calls(backend: Backend) {
     let fake = FakeLiveKit::start().await;
     fake.fail(true);
-    let server = server_with(&fake).await;
+    let server = server_with(backend, &fake).await;
     befriend(&server, "alice", "bob").await;
     let alice_client = server.client("alice").await;
     let bob_client = server.client("bob").await;

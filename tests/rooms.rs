@@ -467,10 +467,10 @@ db_test!(rooms_story);
 
 /// An unanswered call rings for `call_timeout`: then the caller hears TIMED_OUT and every
 /// device of the callee stops ringing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unanswered_call_times_out() {
+db_test!(unanswered_call_times_out);
+async fn unanswered_call_times_out(backend: Backend) {
     let call_timeout = Duration::from_millis(500);
-    let server = TestServer::start_with(Backend::Sqlite, |config| {
+    let server = TestServer::start_with(backend, |config| {
         config.call_timeout = call_timeout;
     })
     .await;
@@ -534,9 +534,9 @@ async fn unanswered_call_times_out() {
 
 /// Within the grace, a participant whose connection was lost is shown as such, and takes
 /// their place back from a new connection with RejoinRoom.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rejoin_within_the_grace() {
-    let server = TestServer::start_with(Backend::Sqlite, |config| {
+db_test!(rejoin_within_the_grace);
+async fn rejoin_within_the_grace(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
         config.reconnect_grace = Duration::from_secs(60);
     })
     .await;
@@ -591,9 +591,9 @@ async fn rejoin_within_the_grace() {
 
 /// After the grace, a lost participant leaves the room, and the calls they made that were
 /// still ringing are cancelled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lost_participant_leaves_after_the_grace() {
-    let server = TestServer::start_with(Backend::Sqlite, |config| {
+db_test!(lost_participant_leaves_after_the_grace);
+async fn lost_participant_leaves_after_the_grace(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
         config.reconnect_grace = Duration::from_millis(300);
     })
     .await;
@@ -636,9 +636,9 @@ async fn lost_participant_leaves_after_the_grace() {
 
 /// A burst of presence updates is relayed at most `presence_rate` times per second, the
 /// latest state winning; a presence not renewed for `presence_ttl` is removed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_is_rate_limited_and_expires() {
-    let server = TestServer::start_with(Backend::Sqlite, |config| {
+db_test!(presence_is_rate_limited_and_expires);
+async fn presence_is_rate_limited_and_expires(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
         config.presence_rate = 5;
         config.presence_ttl = Duration::from_millis(300);
     })
@@ -646,15 +646,15 @@ async fn presence_is_rate_limited_and_expires() {
     let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
     let alice = alice_client.user_id();
 
-    // Alice's cursor moves down 50 lines in a burst.
+    // Alice's cursor moves down 1,000 lines in a burst.
     let started = Instant::now();
-    for line in 1..=50 {
+    for line in 1..=1000 {
         alice_client.send(presence_at(line)).unwrap();
     }
 
-    // Bob sees a few of those states, ending with line 50.
+    // Bob sees a few of those states, ending with line 1,000.
     let mut received = 0u32;
-    let latest = within("Alice's cursor on line 50", async {
+    let latest = within("Alice's cursor on line 1000", async {
         loop {
             let update = bob_client
                 .recv::<proto::PresenceUpdated>()
@@ -667,7 +667,7 @@ async fn presence_is_rate_limited_and_expires() {
                 "removed before the latest state: {update:?}"
             );
             received += 1;
-            if update.cursor.as_ref().map(|cursor| cursor.line) == Some(50) {
+            if update.cursor.as_ref().map(|cursor| cursor.line) == Some(1000) {
                 return update;
             }
         }
@@ -696,7 +696,7 @@ async fn presence_is_rate_limited_and_expires() {
             }
             assert_eq!(
                 update.cursor.as_ref().map(|cursor| cursor.line),
-                Some(50),
+                Some(1000),
                 "the latest state wins: {update:?}"
             );
         }
@@ -710,9 +710,9 @@ async fn presence_is_rate_limited_and_expires() {
 
 /// Leaving the room removes your presence for the others; presence from a connection that
 /// is in no room is ignored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn presence_is_removed_on_leave_and_ignored_outside_rooms() {
-    let server = TestServer::start_with(Backend::Sqlite, |config| {
+db_test!(presence_is_removed_on_leave_and_ignored_outside_rooms);
+async fn presence_is_removed_on_leave_and_ignored_outside_rooms(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
         config.presence_ttl = Duration::from_secs(300);
     })
     .await;
@@ -767,9 +767,9 @@ async fn presence_is_removed_on_leave_and_ignored_outside_rooms() {
 
 /// RoomUpdated messages arrive in commit order: changes made back to back are never seen
 /// out of order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn room_updates_arrive_in_commit_order() {
-    let server = TestServer::start(Backend::Sqlite).await;
+db_test!(room_updates_arrive_in_commit_order);
+async fn room_updates_arrive_in_commit_order(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
     let alice = alice_client.user_id();
 
@@ -805,3 +805,226 @@ async fn room_updates_arrive_in_commit_order() {
     assert_eq!(seen.last(), Some(&5));
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Three participants; bad input
+// ---------------------------------------------------------------------------------------
+
+/// Alice, Bob and Carol share a room: each has a place (distinct participant indices), a
+/// location and a role. Alice makes Carol an admin; Carol makes Bob a guest; Bob, now a
+/// guest, may neither call nor change roles. Everyone sees the same final room.
+async fn three_participants_with_locations_and_roles(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    befriend(&server, "alice", "carol").await;
+    befriend(&server, "bob", "dave").await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let carol_client = server.client("carol").await;
+    let (alice, bob, carol) = (
+        alice_client.user_id(),
+        bob_client.user_id(),
+        carol_client.user_id(),
+    );
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap();
+    incoming_call(&carol_client).await;
+    let joined = carol_client
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap();
+    let room = joined.room.unwrap();
+    let mut indices: Vec<u32> = room
+        .participants
+        .iter()
+        .map(|p| p.participant_index)
+        .collect();
+    indices.sort_unstable();
+    assert_eq!(indices, [0, 1, 2], "each participant has its own index");
+
+    let external = proto::ParticipantLocation {
+        kind: proto::participant_location::Kind::External as i32,
+        project_id: 0,
+    };
+    bob_client
+        .request(proto::UpdateParticipantLocation {
+            room_id,
+            location: Some(external),
+        })
+        .await
+        .unwrap();
+    carol_client
+        .request(proto::UpdateParticipantLocation {
+            room_id,
+            location: Some(shared_project(5)),
+        })
+        .await
+        .unwrap();
+    let role = |user_id, role: proto::ParticipantRole| proto::SetRoomParticipantRole {
+        room_id,
+        user_id,
+        role: role as i32,
+    };
+    alice_client
+        .request(role(carol, proto::ParticipantRole::Admin))
+        .await
+        .unwrap();
+    carol_client
+        .request(role(bob, proto::ParticipantRole::Guest))
+        .await
+        .expect("carol is an admin now");
+
+    // Bob, a guest, is refused with reasons.
+    let call = bob_client.request(proto::Call {
+        room_id,
+        callee_user_id: server.user_id("dave").await.to_proto(),
+    });
+    let refused = call.await.unwrap_err();
+    assert_eq!(refused.code, proto::ErrorCode::Forbidden, "{refused}");
+    assert!(refused.message.contains("guest"), "{refused}");
+    let refused = bob_client
+        .request(role(bob, proto::ParticipantRole::Admin))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, proto::ErrorCode::Forbidden, "{refused}");
+
+    // All three converge on the same room.
+    let expected = |room: &proto::Room| {
+        participant(room, bob).is_some_and(|p| {
+            p.role == proto::ParticipantRole::Guest as i32
+                && p.location.is_some_and(|l| l.kind == external.kind)
+        }) && participant(room, carol).is_some_and(|p| {
+            p.role == proto::ParticipantRole::Admin as i32 && p.location == Some(shared_project(5))
+        }) && participant(room, alice)
+            .is_some_and(|p| p.role == proto::ParticipantRole::Admin as i32)
+    };
+    let seen_by_alice = room_until(&alice_client, "the final room (alice)", expected).await;
+    let seen_by_bob = room_until(&bob_client, "the final room (bob)", expected).await;
+    let seen_by_carol = room_until(&carol_client, "the final room (carol)", expected).await;
+    assert_eq!(seen_by_alice, seen_by_bob);
+    assert_eq!(seen_by_bob, seen_by_carol);
+    server.stop().await;
+}
+db_test!(three_participants_with_locations_and_roles);
+
+/// Calling yourself, answering a call that was cancelled, bad ids and bad enum values:
+/// clear errors, and the room is unchanged.
+async fn bad_room_requests(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    befriend(&server, "alice", "bob").await;
+    let alice_client = server.client("alice").await;
+    let bob_client = server.client("bob").await;
+    let (alice, bob) = (alice_client.user_id(), bob_client.user_id());
+    let room = alice_client
+        .request(proto::CreateRoom {})
+        .await
+        .unwrap()
+        .room
+        .unwrap();
+    let room_id = room.id;
+
+    let myself = alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: alice,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(myself.code, proto::ErrorCode::InvalidRequest, "{myself}");
+    let zero = alice_client
+        .request(proto::Call {
+            room_id: 0,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(zero.code, proto::ErrorCode::InvalidRequest, "{zero}");
+    let second_room = alice_client
+        .request(proto::CreateRoom {})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        second_room.code,
+        proto::ErrorCode::Conflict,
+        "{second_room}"
+    );
+
+    // Bob is called, the call is cancelled, and Bob answers anyway.
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap();
+    incoming_call(&bob_client).await;
+    alice_client
+        .request(proto::CancelCall {
+            room_id,
+            callee_user_id: bob,
+        })
+        .await
+        .unwrap();
+    call_canceled(&bob_client).await;
+    let late = bob_client
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap_err();
+    assert_eq!(late.code, proto::ErrorCode::NotFound, "{late}");
+    let decline = bob_client
+        .request(proto::DeclineCall { room_id })
+        .await
+        .unwrap_err();
+    assert_eq!(decline.code, proto::ErrorCode::NotFound, "{decline}");
+
+    let bad_role = alice_client
+        .request(proto::SetRoomParticipantRole {
+            room_id,
+            user_id: alice,
+            role: 42,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_role.code,
+        proto::ErrorCode::InvalidRequest,
+        "{bad_role}"
+    );
+    let no_project = proto::ParticipantLocation {
+        kind: proto::participant_location::Kind::SharedProject as i32,
+        project_id: 0,
+    };
+    let bad_location = alice_client
+        .request(proto::UpdateParticipantLocation {
+            room_id,
+            location: Some(no_project),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_location.code,
+        proto::ErrorCode::InvalidRequest,
+        "{bad_location}"
+    );
+    let not_in_room = bob_client.request(proto::LeaveRoom {}).await.unwrap_err();
+    assert_eq!(
+        not_in_room.code,
+        proto::ErrorCode::NotFound,
+        "{not_in_room}"
+    );
+
+    // Through all of it the room stayed Alice's alone.
+    let now = server
+        .state
+        .db
+        .get_room(collab::db::RoomId::from_proto(room_id).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(now.participants.len(), 1);
+    assert_eq!(now.participants[0].user_id.to_proto(), alice);
+    server.stop().await;
+}
+db_test!(bad_room_requests);

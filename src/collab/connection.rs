@@ -118,19 +118,26 @@ async fn run_connection(
 ) {
     let Authenticated { principal, jti } = authenticated;
     let (connection_id, io, incoming) = state.peer.add_connection(Connection::from_axum(socket));
-    let io = tokio::spawn(io);
     let user_id = principal.user_id();
     tracing::info!(connection = %connection_id, user = %user_id, login = %principal.user().login, "connected");
 
+    // Nothing reaches the socket until `io` runs. Hello is queued first (no one else knows
+    // this connection yet), then the connection joins the pool and gets its initial
+    // state, and only then does the writer start: a client holding its Hello is already
+    // reachable (by calls, contact updates, ...).
     let hello = proto::Hello {
         peer_id: Some(connection_id.into()),
         user_id: user_id.to_proto(),
         protocol_version: version.min(PROTOCOL_VERSION),
     };
-    if state.cluster.send(connection_id, hello).is_ok() {
-        if let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await {
-            tracing::error!(connection = %connection_id, %error, "on-connect work failed");
-        }
+    let greeted = state.cluster.send(connection_id, hello).is_ok();
+    if greeted
+        && let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await
+    {
+        tracing::error!(connection = %connection_id, %error, "on-connect work failed");
+    }
+    let io = tokio::spawn(io);
+    if greeted {
         let session = Session {
             connection_id,
             principal: Arc::new(principal),

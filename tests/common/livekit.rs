@@ -42,6 +42,34 @@ pub struct RoomServiceCall {
     pub identity: String,
     /// `permission.can_publish` of an `UpdateParticipant` that set a permission.
     pub can_publish: Option<bool>,
+    /// The request carried a token signed with `SECRET`, issued by `KEY`, granting
+    /// `roomAdmin` (or `roomCreate`) for that room — what LiveKit itself requires.
+    pub authorized: bool,
+}
+
+/// The API key and secret the fake accepts.
+pub const KEY: &str = "devkey";
+pub const SECRET: &str = "a-fake-livekit-secret-of-at-least-32-chars";
+
+/// Checks the `Authorization: Bearer <jwt>` the server sent, as LiveKit would.
+fn authorized(headers: &axum::http::HeaderMap, room: &str) -> bool {
+    let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&[KEY]);
+    validation.validate_aud = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes());
+    let Ok(data) = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) else {
+        return false;
+    };
+    let video = &data.claims["video"];
+    let admin = video["roomAdmin"] == true && (room.is_empty() || video["room"] == room);
+    admin || video["roomCreate"] == true
 }
 
 struct Shared {
@@ -130,6 +158,7 @@ impl Drop for FakeLiveKit {
 async fn room_service(
     State(shared): State<Arc<Shared>>,
     Path(method): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let (room, identity, can_publish) = match method.as_str() {
@@ -148,12 +177,22 @@ async fn room_service(
         }
         _ => (String::new(), String::new(), None),
     };
+    let authorized = authorized(&headers, &room);
     let _ = shared.calls.send(RoomServiceCall {
         method,
         room,
         identity,
         can_publish,
+        authorized,
     });
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"code":"unauthenticated","msg":"invalid credentials"}"#,
+        )
+            .into_response();
+    }
     if shared.failing.load(Ordering::SeqCst) {
         return (
             StatusCode::INTERNAL_SERVER_ERROR,
