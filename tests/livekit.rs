@@ -147,7 +147,6 @@ async fn room_until(
 
 /// Alice creates a room and Bob joins it; a guest Bob reconnects and loses the right to
 /// publish; both leave and the LiveKit room is deleted.
-db_test!(livekit_credentials_and_room_service);
 async fn livekit_credentials_and_room_service(backend: Backend) {
     let fake = FakeLiveKit::start().await;
     let server = server_with(backend, &fake).await;
@@ -275,10 +274,10 @@ async fn livekit_credentials_and_room_service(backend: Backend) {
     assert!(deleted.authorized);
     server.stop().await;
 }
+db_test!(livekit_credentials_and_room_service);
 
 /// LiveKit answering 500 to everything never blocks creating, calling, joining, roles or
 /// leaving.
-db_test!(livekit_errors_never_block_calls);
 async fn livekit_errors_never_block_calls(backend: Backend) {
     let fake = FakeLiveKit::start().await;
     fake.fail(true);
@@ -355,3 +354,4 @@ async fn livekit_errors_never_block_calls(backend: Backend) {
     bob_client.request(proto::Ping {}).await.unwrap();
     server.stop().await;
 }
+db_test!(livekit_errors_never_block_calls);

@@ -467,7 +467,6 @@ db_test!(rooms_story);
 
 /// An unanswered call rings for `call_timeout`: then the caller hears TIMED_OUT and every
 /// device of the callee stops ringing.
-db_test!(unanswered_call_times_out);
 async fn unanswered_call_times_out(backend: Backend) {
     let call_timeout = Duration::from_millis(500);
     let server = TestServer::start_with(backend, |config| {
@@ -527,6 +526,7 @@ async fn unanswered_call_times_out(backend: Backend) {
         .unwrap();
     server.stop().await;
 }
+db_test!(unanswered_call_times_out);
 
 // ---------------------------------------------------------------------------------------
 // Reconnecting
@@ -534,7 +534,6 @@ async fn unanswered_call_times_out(backend: Backend) {
 
 /// Within the grace, a participant whose connection was lost is shown as such, and takes
 /// their place back from a new connection with RejoinRoom.
-db_test!(rejoin_within_the_grace);
 async fn rejoin_within_the_grace(backend: Backend) {
     let server = TestServer::start_with(backend, |config| {
         config.reconnect_grace = Duration::from_secs(60);
@@ -588,10 +587,10 @@ async fn rejoin_within_the_grace(backend: Backend) {
     .await;
     server.stop().await;
 }
+db_test!(rejoin_within_the_grace);
 
 /// After the grace, a lost participant leaves the room, and the calls they made that were
 /// still ringing are cancelled.
-db_test!(lost_participant_leaves_after_the_grace);
 async fn lost_participant_leaves_after_the_grace(backend: Backend) {
     let server = TestServer::start_with(backend, |config| {
         config.reconnect_grace = Duration::from_millis(300);
@@ -629,6 +628,7 @@ async fn lost_participant_leaves_after_the_grace(backend: Backend) {
     assert!(!is_pending(&room, carol), "{room:?}");
     server.stop().await;
 }
+db_test!(lost_participant_leaves_after_the_grace);
 
 // ---------------------------------------------------------------------------------------
 // Presence
@@ -636,7 +636,6 @@ async fn lost_participant_leaves_after_the_grace(backend: Backend) {
 
 /// A burst of presence updates is relayed at most `presence_rate` times per second, the
 /// latest state winning; a presence not renewed for `presence_ttl` is removed.
-db_test!(presence_is_rate_limited_and_expires);
 async fn presence_is_rate_limited_and_expires(backend: Backend) {
     let server = TestServer::start_with(backend, |config| {
         config.presence_rate = 5;
@@ -707,10 +706,10 @@ async fn presence_is_rate_limited_and_expires(backend: Backend) {
     assert_eq!(removed.peer_id, peer(&alice_client));
     server.stop().await;
 }
+db_test!(presence_is_rate_limited_and_expires);
 
 /// Leaving the room removes your presence for the others; presence from a connection that
 /// is in no room is ignored.
-db_test!(presence_is_removed_on_leave_and_ignored_outside_rooms);
 async fn presence_is_removed_on_leave_and_ignored_outside_rooms(backend: Backend) {
     let server = TestServer::start_with(backend, |config| {
         config.presence_ttl = Duration::from_secs(300);
@@ -760,6 +759,7 @@ async fn presence_is_removed_on_leave_and_ignored_outside_rooms(backend: Backend
     assert!(alice_client.is_connected() && carol_client.is_connected());
     server.stop().await;
 }
+db_test!(presence_is_removed_on_leave_and_ignored_outside_rooms);
 
 // ---------------------------------------------------------------------------------------
 // Ordering
@@ -767,7 +767,6 @@ async fn presence_is_removed_on_leave_and_ignored_outside_rooms(backend: Backend
 
 /// RoomUpdated messages arrive in commit order: changes made back to back are never seen
 /// out of order.
-db_test!(room_updates_arrive_in_commit_order);
 async fn room_updates_arrive_in_commit_order(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
@@ -805,6 +804,7 @@ async fn room_updates_arrive_in_commit_order(backend: Backend) {
     assert_eq!(seen.last(), Some(&5));
     server.stop().await;
 }
+db_test!(room_updates_arrive_in_commit_order);
 
 // ---------------------------------------------------------------------------------------
 // Three participants; bad input
