@@ -10,7 +10,7 @@ mod fake_livekit;
 use std::time::Duration;
 
 use collab::{client::Client, rpc::proto};
-use common::{Backend, TestServer, WAIT, within};
+use common::{Backend, TestServer, WAIT, rooms::*};
 use fake_livekit::FakeLiveKit;
 
 use fake_livekit::{KEY, SECRET};
@@ -103,44 +103,6 @@ async fn server_with(backend: Backend, fake: &FakeLiveKit) -> TestServer {
         config.livekit_secret = Some(SECRET.into());
         config.livekit_token_ttl = Duration::from_secs(3600);
         config.reconnect_grace = Duration::from_secs(60);
-    })
-    .await
-}
-
-async fn befriend(server: &TestServer, a: &str, b: &str) {
-    let a = server.user_id(a).await;
-    let b = server.user_id(b).await;
-    server.state.db.request_contact(a, b).await.unwrap();
-    server
-        .state
-        .db
-        .respond_to_contact_request(b, a, true)
-        .await
-        .unwrap();
-}
-
-fn participant(room: &proto::Room, user_id: u64) -> Option<&proto::Participant> {
-    room.participants.iter().find(|p| p.user_id == user_id)
-}
-
-async fn room_until(
-    client: &Client,
-    what: &str,
-    check: impl Fn(&proto::Room) -> bool,
-) -> proto::Room {
-    within(what, async {
-        loop {
-            let room = client
-                .recv::<proto::RoomUpdated>()
-                .await
-                .expect("the connection is open")
-                .payload
-                .room
-                .expect("RoomUpdated carries the room");
-            if check(&room) {
-                return room;
-            }
-        }
     })
     .await
 }

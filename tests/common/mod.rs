@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod raw;
+pub mod rooms;
 
 use std::{sync::Arc, time::Duration};
 
