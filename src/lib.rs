@@ -61,6 +61,8 @@ pub struct AppState {
     pub user_locks: collab::locks::UserLocks,
     /// Per-room locks, likewise.
     pub room_locks: collab::locks::RoomLocks,
+    /// Ring timers of pending calls.
+    pub call_timers: collab::rooms::CallTimers,
     /// Who is in which room on this server, and their presence.
     pub rooms: Arc<collab::presence::RoomPresence>,
     /// LiveKit, when configured.

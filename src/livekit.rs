@@ -97,6 +97,17 @@ impl LiveKit {
         });
     }
 
+    /// Deletes a LiveKit room whose room is gone.
+    pub fn delete_room(self: &Arc<Self>, room: String) {
+        let this = self.clone();
+        self.spawn("delete_room", async move {
+            this.rooms
+                .delete_room(&room)
+                .await
+                .map_err(|e| e.to_string())
+        });
+    }
+
     /// A participant left `room`: remove them from LiveKit's room, then delete that room
     /// if ours is now empty (in that order, in one task).
     pub fn participant_left(self: &Arc<Self>, room: String, identity: String, room_empty: bool) {

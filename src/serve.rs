@@ -102,18 +102,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let server_id = db
         .register_server(&hostname, env!("CARGO_PKG_VERSION"))
         .await?;
-    // Rooms held by connections of servers that are gone (a crash, a restart) would
-    // otherwise keep their users "in a room" forever.
-    let alive_since = chrono::Utc::now()
-        - chrono::Duration::from_std(config.heartbeat_interval * 3)
-            .unwrap_or(chrono::Duration::seconds(30));
-    let cleared = db.clear_stale_rooms(alive_since).await?;
-    if cleared > 0 {
-        tracing::info!(
-            cleared,
-            "cleared room participants of servers that are gone"
-        );
-    }
     let metrics = Metrics::new(&db.retries);
     let livekit = crate::livekit::LiveKit::from_config(&config);
     if let Some(livekit) = &livekit {
@@ -144,6 +132,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         connections: TaskTracker::new(),
         user_locks: Default::default(),
         room_locks: Default::default(),
+        call_timers: Default::default(),
         rooms: Default::default(),
         livekit,
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
@@ -169,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let heartbeat = tokio::spawn(heartbeat(state.clone()));
     let sweep = tokio::spawn(revocation_sweep(state.clone()));
     let presence = tokio::spawn(state.rooms.clone().expire(state.clone()));
+    let rooms_sweep = tokio::spawn(collab::rooms::sweep_gone_servers(state.clone()));
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let state = task_state;
@@ -195,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         heartbeat.abort();
         sweep.abort();
         presence.abort();
+        rooms_sweep.abort();
         state.db.mark_server_stopped(state.server_id).await?;
         tracing::info!(server_id = %state.server_id, "stopped");
         Ok(())

@@ -77,13 +77,7 @@ async fn rooms_story(backend: Backend) {
         .request(proto::JoinRoom { room_id })
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            uninvited.code,
-            proto::ErrorCode::NotFound | proto::ErrorCode::Forbidden
-        ),
-        "{uninvited}"
-    );
+    assert_eq!(uninvited.code, proto::ErrorCode::Forbidden, "{uninvited}");
 
     // Alice calls Bob: both of his devices ring, and the room shows him pending.
     alice_client
@@ -486,43 +480,76 @@ db_test!(lost_participant_leaves_after_the_grace);
 // Ordering
 // ---------------------------------------------------------------------------------------
 
-/// RoomUpdated messages arrive in commit order: changes made back to back are never seen
-/// out of order.
+/// RoomUpdated messages arrive in commit order: Alice, Bob and Carol change their
+/// locations concurrently, ten times each, and all three see exactly the same sequence
+/// of room states — which they could not if broadcasts raced their commits.
 async fn room_updates_arrive_in_commit_order(backend: Backend) {
     let server = TestServer::start(backend).await;
+    befriend(&server, "alice", "carol").await;
     let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
-    let alice = alice_client.user_id();
-
-    for project_id in 1..=5 {
-        alice_client
-            .request(proto::UpdateParticipantLocation {
-                room_id,
-                location: Some(shared_project(project_id)),
-            })
-            .await
-            .unwrap();
+    let carol_client = server.client("carol").await;
+    let carol = carol_client.user_id();
+    alice_client
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap();
+    incoming_call(&carol_client).await;
+    carol_client
+        .request(proto::JoinRoom { room_id })
+        .await
+        .unwrap();
+    let clients = [&alice_client, &bob_client, &carol_client];
+    for client in clients {
+        room_until(client, "everyone in the room", |room| {
+            room.participants.len() == 3
+        })
+        .await;
     }
 
-    // Bob's view of Alice's project only moves forward, and ends at 5.
-    let seen = within("Alice in project 5", async {
-        let mut seen = Vec::new();
-        loop {
-            let room = next_room(&bob_client).await;
-            let project_id = participant(&room, alice)
-                .and_then(|p| p.location.as_ref())
-                .map_or(0, |location| location.project_id);
-            seen.push(project_id);
-            if project_id == 5 {
-                return seen;
-            }
+    let moves = clients.map(|client| async move {
+        for project_id in 1..=10 {
+            let location = Some(shared_project(project_id));
+            client
+                .request(proto::UpdateParticipantLocation { room_id, location })
+                .await
+                .unwrap();
         }
-    })
-    .await;
-    assert!(
-        seen.windows(2).all(|pair| pair[0] <= pair[1]),
-        "RoomUpdated out of commit order: {seen:?}"
+    });
+    futures::future::join_all(moves).await;
+
+    let at_ten = |room: &proto::Room| {
+        room.participants
+            .iter()
+            .all(|p| p.location.is_some_and(|l| l.project_id == 10))
+    };
+    let mut sequences = Vec::new();
+    for client in clients {
+        let sequence = within("everyone at project 10", async {
+            let mut sequence = Vec::new();
+            loop {
+                let room = next_room(client).await;
+                let done = at_ten(&room);
+                sequence.push(room);
+                if done {
+                    return sequence;
+                }
+            }
+        })
+        .await;
+        assert_eq!(sequence.len(), 30, "one RoomUpdated per change");
+        sequences.push(sequence);
+    }
+    assert_eq!(
+        sequences[0], sequences[1],
+        "alice and bob saw different orders"
     );
-    assert_eq!(seen.last(), Some(&5));
+    assert_eq!(
+        sequences[1], sequences[2],
+        "bob and carol saw different orders"
+    );
     server.stop().await;
 }
 db_test!(room_updates_arrive_in_commit_order);
@@ -694,7 +721,7 @@ async fn bad_room_requests(backend: Backend) {
         .request(proto::JoinRoom { room_id })
         .await
         .unwrap_err();
-    assert_eq!(late.code, proto::ErrorCode::NotFound, "{late}");
+    assert_eq!(late.code, proto::ErrorCode::Forbidden, "{late}");
     let decline = bob_client
         .request(proto::DeclineCall { room_id })
         .await
@@ -749,3 +776,121 @@ async fn bad_room_requests(backend: Backend) {
     server.stop().await;
 }
 db_test!(bad_room_requests);
+
+/// Devices and admins: only the connection that joined acts in the room; a device that
+/// connects while a call rings rings too; a callee whose last device drops ends the call
+/// at once; the last admin cannot step down, and when they leave someone takes over.
+async fn devices_and_admins(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    befriend(&server, "alice", "carol").await;
+    let (alice_laptop, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let (alice, bob) = (alice_laptop.user_id(), bob_client.user_id());
+    let carol = server.user_id("carol").await.to_proto();
+
+    // Alice's phone is hers, but it did not join: it may not act in the room.
+    let alice_phone = server.client("alice").await;
+    let location = Some(shared_project(9));
+    let refused = alice_phone
+        .request(proto::UpdateParticipantLocation { room_id, location })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, proto::ErrorCode::Forbidden, "{refused}");
+    let refused = alice_phone
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, proto::ErrorCode::Forbidden, "{refused}");
+
+    // Carol is called with no device online: refused as unavailable.
+    let offline = alice_laptop
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(offline.code, proto::ErrorCode::Unavailable, "{offline}");
+    // Carol connects her laptop and is called; her phone, connecting later, rings too.
+    let carol_laptop = server.client("carol").await;
+    alice_laptop
+        .request(proto::Call {
+            room_id,
+            callee_user_id: carol,
+        })
+        .await
+        .unwrap();
+    incoming_call(&carol_laptop).await;
+    let carol_phone = server.client("carol").await;
+    let ringing = incoming_call(&carol_phone).await;
+    assert_eq!((ringing.room_id, ringing.calling_user_id), (room_id, alice));
+    // Both of Carol's devices drop while it rings: Alice hears at once, not at the timeout.
+    carol_laptop.close().await;
+    carol_phone.close().await;
+    let ended = call_ended(&alice_laptop).await;
+    assert_eq!(ended.reason, proto::call_ended::Reason::Unavailable as i32);
+    assert_eq!(ended.callee_user_id, carol);
+
+    // Alice, the only admin, may not step down.
+    let role = |user_id, role: proto::ParticipantRole| proto::SetRoomParticipantRole {
+        room_id,
+        user_id,
+        role: role as i32,
+    };
+    let refused = alice_laptop
+        .request(role(alice, proto::ParticipantRole::Member))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, proto::ErrorCode::Forbidden, "{refused}");
+    // When she leaves, Bob takes over as admin.
+    alice_laptop.request(proto::LeaveRoom {}).await.unwrap();
+    let room = room_until(&bob_client, "alice gone", |room| {
+        participant(room, alice).is_none()
+    })
+    .await;
+    assert_eq!(
+        participant(&room, bob).map(|p| p.role),
+        Some(proto::ParticipantRole::Admin as i32)
+    );
+    server.stop().await;
+}
+db_test!(devices_and_admins);
+
+/// A restart: the server stops while Alice and Bob share a room. The next server sees
+/// their places as lost; Alice reconnects and rejoins within the grace; Bob does not and
+/// is removed once the grace has passed.
+async fn rooms_survive_a_restart(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| {
+        config.reconnect_grace = std::time::Duration::from_millis(1500);
+        config.heartbeat_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let (alice, bob) = (alice_client.user_id(), bob_client.user_id());
+    let server = server.restart().await;
+    within("the old connections to close", async {
+        alice_client.closed().await;
+        bob_client.closed().await;
+    })
+    .await;
+
+    let alice_again = server.client("alice").await;
+    let rejoined = alice_again
+        .request(proto::RejoinRoom { room_id })
+        .await
+        .expect("alice rejoins");
+    let room = rejoined.room.unwrap();
+    assert_eq!(
+        participant(&room, alice).map(|p| p.peer_id),
+        Some(peer(&alice_again))
+    );
+    let room = room_until(&alice_again, "bob removed after the grace", |room| {
+        participant(room, bob).is_none()
+    })
+    .await;
+    assert_eq!(room.participants.len(), 1);
+    server.stop().await;
+}
+db_test!(rooms_survive_a_restart);

@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Session, contacts};
+use super::{Session, contacts, rooms};
 use crate::{
     AppState,
     auth::{Authenticated, extract::authenticate_headers},
@@ -131,10 +131,13 @@ async fn run_connection(
         protocol_version: version.min(PROTOCOL_VERSION),
     };
     let greeted = state.cluster.send(connection_id, hello).is_ok();
-    if greeted
-        && let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await
-    {
-        tracing::error!(connection = %connection_id, %error, "on-connect work failed");
+    if greeted {
+        if let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await {
+            tracing::error!(connection = %connection_id, %error, "on-connect work failed");
+        }
+        if let Err(error) = rooms::connection_added(&state, connection_id, user_id).await {
+            tracing::error!(connection = %connection_id, %error, "on-connect work failed (rooms)");
+        }
     }
     let io = tokio::spawn(io);
     if greeted {
@@ -155,11 +158,11 @@ async fn run_connection(
     }
 
     let ended = io.await;
-    if let Err(error) = super::rooms::connection_lost(&state, connection_id).await {
-        tracing::error!(connection = %connection_id, %error, "room cleanup failed");
-    }
     if let Err(error) = contacts::connection_removed(&state, connection_id).await {
         tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
+    }
+    if let Err(error) = rooms::connection_lost(&state, connection_id, user_id).await {
+        tracing::error!(connection = %connection_id, %error, "room cleanup failed");
     }
     match ended {
         Ok(disconnect) => tracing::info!(

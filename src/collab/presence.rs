@@ -6,6 +6,9 @@
 //!   state is sent then.
 //! - Expiry: a presence not renewed for `--presence-ttl` is dropped, and the others get
 //!   `PresenceUpdated { removed: true }`; the same happens when its connection leaves.
+//!
+//! Broadcasts are queued while the lock is held (queueing never waits), so a presence
+//! and its removal can never be delivered out of order.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,6 +45,23 @@ pub struct RoomPresence {
     inner: Mutex<Inner>,
 }
 
+impl Inner {
+    /// Queues `message` for everyone in `room` but `from`.
+    fn broadcast(
+        &self,
+        state: &AppState,
+        room: RoomId,
+        from: ConnectionId,
+        message: &proto::PresenceUpdated,
+    ) {
+        if let Some(connections) = self.rooms.get(&room) {
+            state
+                .cluster
+                .broadcast(connections.iter().copied().filter(|c| *c != from), message);
+        }
+    }
+}
+
 impl RoomPresence {
     /// `connection` now answers for `user` in `room`.
     pub fn join(&self, connection: ConnectionId, room: RoomId, user: UserId) {
@@ -52,24 +72,18 @@ impl RoomPresence {
 
     /// `connection` left its room: forget it, and tell the others if it had a presence.
     pub fn leave(&self, state: &AppState, connection: ConnectionId) {
-        let removed = {
-            let mut inner = self.inner.lock();
-            let Some((room, _)) = inner.members.remove(&connection) else {
-                return;
-            };
-            if let Some(connections) = inner.rooms.get_mut(&room) {
-                connections.remove(&connection);
-                if connections.is_empty() {
-                    inner.rooms.remove(&room);
-                }
-            }
-            inner
-                .presence
-                .remove(&connection)
-                .map(|entry| (room, removed(entry.latest)))
+        let mut inner = self.inner.lock();
+        let Some((room, _)) = inner.members.remove(&connection) else {
+            return;
         };
-        if let Some((room, message)) = removed {
-            self.broadcast(state, room, connection, &message);
+        if let Some(entry) = inner.presence.remove(&connection) {
+            inner.broadcast(state, room, connection, &removed(entry.latest));
+        }
+        if let Some(connections) = inner.rooms.get_mut(&room) {
+            connections.remove(&connection);
+            if connections.is_empty() {
+                inner.rooms.remove(&room);
+            }
         }
     }
 
@@ -83,17 +97,6 @@ impl RoomPresence {
             .unwrap_or_default()
     }
 
-    fn broadcast(
-        &self,
-        state: &AppState,
-        room: RoomId,
-        from: ConnectionId,
-        message: &proto::PresenceUpdated,
-    ) {
-        let receivers = self.connections(room).into_iter().filter(|c| *c != from);
-        state.cluster.broadcast(receivers, message);
-    }
-
     /// A presence update from `connection`; ignored when it is in no room.
     pub fn update(
         self: &Arc<Self>,
@@ -103,66 +106,60 @@ impl RoomPresence {
     ) {
         let interval = Duration::from_secs(1) / state.config.presence_rate.max(1);
         let now = Instant::now();
-        let send_now = {
-            let mut inner = self.inner.lock();
-            let Some(&(room, user)) = inner.members.get(&connection) else {
-                tracing::debug!(%connection, "presence from a connection in no room");
-                return;
-            };
-            let latest = proto::PresenceUpdated {
-                room_id: room.to_proto(),
-                user_id: user.to_proto(),
-                peer_id: Some(connection.into()),
-                status: update.status,
-                cursor: update.cursor,
-                viewport: update.viewport,
-                removed: false,
-            };
-            let entry = inner.presence.entry(connection).or_insert(Entry {
-                latest: latest.clone(),
-                updated_at: now,
-                sent_at: None,
-                pending: false,
-            });
-            entry.latest = latest;
-            entry.updated_at = now;
-            match entry.sent_at {
-                Some(sent) if now < sent + interval => {
-                    if !entry.pending {
-                        entry.pending = true;
-                        let (this, state, at) = (self.clone(), state.clone(), sent + interval);
-                        tokio::spawn(async move {
-                            tokio::time::sleep_until(at).await;
-                            this.flush(&state, connection);
-                        });
-                    }
-                    None
-                }
-                _ => {
-                    entry.sent_at = Some(now);
-                    Some((room, entry.latest.clone()))
+        let mut inner = self.inner.lock();
+        let Some(&(room, user)) = inner.members.get(&connection) else {
+            tracing::debug!(%connection, "presence from a connection in no room");
+            return;
+        };
+        let latest = proto::PresenceUpdated {
+            room_id: room.to_proto(),
+            user_id: user.to_proto(),
+            peer_id: Some(connection.into()),
+            status: update.status,
+            cursor: update.cursor,
+            viewport: update.viewport,
+            removed: false,
+        };
+        let entry = inner.presence.entry(connection).or_insert(Entry {
+            latest: latest.clone(),
+            updated_at: now,
+            sent_at: None,
+            pending: false,
+        });
+        entry.latest = latest;
+        entry.updated_at = now;
+        match entry.sent_at {
+            Some(sent) if now < sent + interval => {
+                if !entry.pending {
+                    entry.pending = true;
+                    let (this, state, at) = (self.clone(), state.clone(), sent + interval);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(at).await;
+                        this.flush(&state, connection);
+                    });
                 }
             }
-        };
-        if let Some((room, message)) = send_now {
-            self.broadcast(state, room, connection, &message);
+            _ => {
+                entry.sent_at = Some(now);
+                let message = entry.latest.clone();
+                inner.broadcast(state, room, connection, &message);
+            }
         }
     }
 
-    /// Sends the latest state held back by coalescing.
+    /// Sends the latest state held back by coalescing (unless it left meanwhile).
     fn flush(&self, state: &AppState, connection: ConnectionId) {
-        let message = {
-            let mut inner = self.inner.lock();
-            let Some(entry) = inner.presence.get_mut(&connection) else {
-                return;
-            };
-            entry.pending = false;
-            entry.sent_at = Some(Instant::now());
-            entry.latest.clone()
+        let mut inner = self.inner.lock();
+        let Some(&(room, _)) = inner.members.get(&connection) else {
+            return;
         };
-        if let Some(room) = RoomId::from_proto(message.room_id) {
-            self.broadcast(state, room, connection, &message);
-        }
+        let Some(entry) = inner.presence.get_mut(&connection) else {
+            return;
+        };
+        entry.pending = false;
+        entry.sent_at = Some(Instant::now());
+        let message = entry.latest.clone();
+        inner.broadcast(state, room, connection, &message);
     }
 
     /// Drops presences not renewed within the TTL; runs until the server stops.
@@ -173,25 +170,20 @@ impl RoomPresence {
         loop {
             interval.tick().await;
             let now = Instant::now();
-            let expired: Vec<_> = {
-                let mut inner = self.inner.lock();
-                let stale: Vec<ConnectionId> = inner
-                    .presence
-                    .iter()
-                    .filter(|(_, entry)| now.duration_since(entry.updated_at) >= ttl)
-                    .map(|(connection, _)| *connection)
-                    .collect();
-                stale
-                    .into_iter()
-                    .filter_map(|connection| {
-                        let entry = inner.presence.remove(&connection)?;
-                        let (room, _) = *inner.members.get(&connection)?;
-                        Some((room, connection, removed(entry.latest)))
-                    })
-                    .collect()
-            };
-            for (room, connection, message) in expired {
-                self.broadcast(&state, room, connection, &message);
+            let mut inner = self.inner.lock();
+            let stale: Vec<ConnectionId> = inner
+                .presence
+                .iter()
+                .filter(|(_, entry)| now.duration_since(entry.updated_at) >= ttl)
+                .map(|(connection, _)| *connection)
+                .collect();
+            for connection in stale {
+                let Some(entry) = inner.presence.remove(&connection) else {
+                    continue;
+                };
+                if let Some(&(room, _)) = inner.members.get(&connection) {
+                    inner.broadcast(&state, room, connection, &removed(entry.latest));
+                }
             }
         }
     }

@@ -12,7 +12,7 @@ use super::Session;
 use crate::{
     AppState,
     db::{
-        RoomId, UserId,
+        RoomId, RoomParticipantId, UserId,
         entities::room_participant,
         queries::rooms::{Left, RoomState},
     },
@@ -205,13 +205,18 @@ pub async fn call(
         participant_user_ids: state.answered().map(|row| row.user_id.to_proto()).collect(),
     };
     app.cluster.broadcast(devices, &incoming);
-    response.send(proto::Ack {})?;
 
-    // Ring for at most the call timeout.
-    let (app, timeout) = (app.clone(), app.config.call_timeout);
-    tokio::spawn(async move {
-        tokio::time::sleep(timeout).await;
+    // Ring for at most the call timeout; answering, declining or cancelling stops it.
+    let (timer_app, timeout) = (app.clone(), app.config.call_timeout);
+    let timer = tokio::spawn(async move {
+        let app = timer_app;
+        // A server that stops leaves the call to the sweep of the next one.
+        tokio::select! {
+            _ = tokio::time::sleep(timeout) => {}
+            _ = app.shutdown.cancelled() => return,
+        }
         let _order = app.room_locks.lock(room).await;
+        app.call_timers.finished(callee, row);
         match app.db.end_pending_call(row).await {
             Ok(Some((state, pending))) => {
                 room_updated(&app, &state);
@@ -228,6 +233,8 @@ pub async fn call(
             Err(error) => tracing::error!(%error, "could not end a timed-out call"),
         }
     });
+    app.call_timers.start(callee, row, timer.abort_handle());
+    response.send(proto::Ack {})?;
     Ok(())
 }
 
@@ -245,14 +252,15 @@ pub async fn join_room(
         .await?;
     app.rooms
         .join(session.connection_id, room, session.user_id());
+    app.call_timers.stop(session.user_id());
+    room_updated(app, &state);
+    // The first device to answer wins: the others stop ringing.
+    call_canceled(app, room, session.user_id(), Some(session.connection_id));
     let live_kit_connection_info = livekit_info(&session, &state);
     response.send(proto::JoinRoomResponse {
         room: Some(room_to_proto(&state)),
         live_kit_connection_info,
     })?;
-    room_updated(app, &state);
-    // The first device to answer wins: the others stop ringing.
-    call_canceled(app, room, session.user_id(), Some(session.connection_id));
     Ok(())
 }
 
@@ -267,8 +275,27 @@ pub async fn rejoin_room(
     // The old connection counts as gone when it is ours and closed, even if the server
     // has not yet noticed the loss (a client that reconnects faster than the timeout).
     let peer = app.peer.clone();
+    let old = app
+        .db
+        .participant_of(session.user_id())
+        .await?
+        .and_then(|row| answering_connection(&row));
+    let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
+        .unwrap_or(chrono::Duration::MAX);
+    let old_server_gone = match old {
+        Some(old) if old.server_id != peer.server_id() => {
+            app.db
+                .server_is_gone(old.server_id as i32, chrono::Utc::now() - silence)
+                .await?
+        }
+        _ => false,
+    };
     let old_is_gone = Arc::new(move |old: ConnectionId| {
-        old.server_id == peer.server_id() && !peer.is_connected(old)
+        if old.server_id == peer.server_id() {
+            !peer.is_connected(old)
+        } else {
+            old_server_gone
+        }
     });
     let state = app
         .db
@@ -276,12 +303,12 @@ pub async fn rejoin_room(
         .await?;
     app.rooms
         .join(session.connection_id, room, session.user_id());
+    room_updated(app, &state);
     let live_kit_connection_info = livekit_info(&session, &state);
     response.send(proto::JoinRoomResponse {
         room: Some(room_to_proto(&state)),
         live_kit_connection_info,
     })?;
-    room_updated(app, &state);
     Ok(())
 }
 
@@ -294,6 +321,7 @@ pub async fn decline_call(
     let app = &session.state;
     let _order = app.room_locks.lock(room).await;
     let (state, caller) = app.db.decline_call(room, session.user_id()).await?;
+    app.call_timers.stop(session.user_id());
     room_updated(app, &state);
     call_canceled(app, room, session.user_id(), Some(session.connection_id));
     call_ended(
@@ -316,7 +344,11 @@ pub async fn cancel_call(
     let callee = user_id(request.callee_user_id, "callee_user_id")?;
     let app = &session.state;
     let _order = app.room_locks.lock(room).await;
-    let state = app.db.cancel_call(room, session.user_id(), callee).await?;
+    let state = app
+        .db
+        .cancel_call(room, session.connection_id, callee)
+        .await?;
+    app.call_timers.stop(callee);
     room_updated(app, &state);
     call_canceled(app, room, callee, None);
     response.send(proto::Ack {})?;
@@ -351,6 +383,7 @@ async fn leave(app: &AppState, connection: ConnectionId) -> Result<Option<Left>>
         room_updated(app, &left.room);
     }
     for callee in &left.canceled_callees {
+        app.call_timers.stop(*callee);
         call_canceled(app, room, *callee, None);
     }
     if let Some(livekit) = &app.livekit {
@@ -387,7 +420,7 @@ pub async fn update_participant_location(
     let _order = app.room_locks.lock(room).await;
     let state = app
         .db
-        .set_participant_location(room, session.user_id(), kind as i16, project_id)
+        .set_participant_location(room, session.connection_id, kind as i16, project_id)
         .await?;
     room_updated(app, &state);
     response.send(proto::Ack {})?;
@@ -407,7 +440,7 @@ pub async fn set_room_participant_role(
     let _order = app.room_locks.lock(room).await;
     let state = app
         .db
-        .set_participant_role(room, session.user_id(), target, role)
+        .set_participant_role(room, session.connection_id, target, role)
         .await?;
     room_updated(app, &state);
     if let Some(livekit) = &app.livekit {
@@ -432,8 +465,15 @@ pub async fn update_presence(update: proto::UpdatePresence, session: Session) ->
 
 /// A connection ended: its participant keeps their place through the reconnect grace
 /// (marked lost), then leaves unless a `RejoinRoom` took the place to a new connection.
-pub async fn connection_lost(app: &Arc<AppState>, connection: ConnectionId) -> Result<()> {
+pub async fn connection_lost(
+    app: &Arc<AppState>,
+    connection: ConnectionId,
+    user: UserId,
+) -> Result<()> {
     app.rooms.leave(app, connection);
+    if app.pool.user_connections(user).is_empty() {
+        end_call_to_unreachable(app, user).await?;
+    }
     let Some(row) = app.db.room_of_connection(connection).await? else {
         return Ok(());
     };
@@ -445,11 +485,139 @@ pub async fn connection_lost(app: &Arc<AppState>, connection: ConnectionId) -> R
     }
     let (app, grace) = (app.clone(), app.config.reconnect_grace);
     tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
+        // When this server stops, the next one's sweep ends the stay after the grace.
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {}
+            _ = app.shutdown.cancelled() => return,
+        }
         // Matches only while the place is still held by the lost connection.
         if let Err(error) = leave(&app, connection).await {
             tracing::error!(%error, %connection, "could not end a lost participant's stay");
         }
     });
     Ok(())
+}
+
+/// The callee's last device went away while their call rang: end it now and tell the
+/// caller, rather than let it ring out.
+async fn end_call_to_unreachable(app: &AppState, callee: UserId) -> Result<()> {
+    let Some(pending) = app
+        .db
+        .participant_of(callee)
+        .await?
+        .filter(|row| !row.answered())
+    else {
+        return Ok(());
+    };
+    let room = pending.room_id;
+    let _order = app.room_locks.lock(room).await;
+    if let Some((state, pending)) = app.db.end_pending_call(pending.id).await? {
+        app.call_timers.stop(callee);
+        room_updated(app, &state);
+        call_ended(
+            app,
+            room,
+            pending.calling_user_id,
+            callee,
+            proto::call_ended::Reason::Unavailable,
+        );
+    }
+    Ok(())
+}
+
+/// A new connection of a user whose call is ringing rings too.
+pub async fn connection_added(
+    app: &AppState,
+    connection: ConnectionId,
+    user: UserId,
+) -> Result<()> {
+    let Some(pending) = app
+        .db
+        .participant_of(user)
+        .await?
+        .filter(|row| !row.answered())
+    else {
+        return Ok(());
+    };
+    let state = app.db.get_room(pending.room_id).await?;
+    let incoming = proto::IncomingCall {
+        room_id: pending.room_id.to_proto(),
+        calling_user_id: pending.calling_user_id.to_proto(),
+        participant_user_ids: state.answered().map(|row| row.user_id.to_proto()).collect(),
+    };
+    app.cluster.send(connection, incoming)?;
+    Ok(())
+}
+
+/// The ring timer of each pending call, by callee (a user has at most one pending call),
+/// so that answering, declining or cancelling stops it instead of leaving it asleep.
+#[derive(Default)]
+pub struct CallTimers {
+    timers: parking_lot::Mutex<
+        std::collections::HashMap<UserId, (RoomParticipantId, tokio::task::AbortHandle)>,
+    >,
+}
+
+impl CallTimers {
+    fn start(&self, callee: UserId, row: RoomParticipantId, timer: tokio::task::AbortHandle) {
+        if let Some((_, old)) = self.timers.lock().insert(callee, (row, timer)) {
+            old.abort();
+        }
+    }
+
+    fn stop(&self, callee: UserId) {
+        if let Some((_, timer)) = self.timers.lock().remove(&callee) {
+            timer.abort();
+        }
+    }
+
+    /// The timer of `row` fired: forget it (unless a newer call replaced it).
+    fn finished(&self, callee: UserId, row: RoomParticipantId) {
+        let mut timers = self.timers.lock();
+        if timers
+            .get(&callee)
+            .is_some_and(|(current, _)| *current == row)
+        {
+            timers.remove(&callee);
+        }
+    }
+}
+
+/// Every heartbeat interval (and once at start): rooms held by connections of servers
+/// that are gone — a crash, or a restart of this one — are swept. Their participants
+/// show as lost at once and leave after the reconnect grace; emptied rooms are deleted,
+/// in LiveKit too.
+pub async fn sweep_gone_servers(app: Arc<AppState>) {
+    let mut interval = tokio::time::interval(app.config.heartbeat_interval);
+    loop {
+        interval.tick().await;
+        let now = chrono::Utc::now();
+        let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
+            .unwrap_or(chrono::Duration::MAX);
+        let grace =
+            chrono::Duration::from_std(app.config.reconnect_grace).unwrap_or(chrono::Duration::MAX);
+        let alive_since = now - silence;
+        let swept = match app
+            .db
+            .sweep_gone_servers(app.server_id, alive_since, alive_since - grace)
+            .await
+        {
+            Ok(swept) => swept,
+            Err(error) => {
+                tracing::warn!(%error, "sweeping rooms of gone servers failed");
+                continue;
+            }
+        };
+        for room in swept.rooms {
+            let _order = app.room_locks.lock(room).await;
+            if let Ok(state) = app.db.get_room(room).await {
+                room_updated(&app, &state);
+            }
+        }
+        if let Some(livekit) = &app.livekit {
+            for room in swept.deleted_livekit_rooms {
+                livekit.delete_room(room);
+            }
+        }
+    }
 }

@@ -102,6 +102,7 @@ pub struct TestServer {
     pub addr: std::net::SocketAddr,
     pub state: Arc<AppState>,
     pub dir: tempfile::TempDir,
+    config: Config,
     server: Option<RunningServer>,
     pg: Option<PgDatabase>,
 }
@@ -131,13 +132,31 @@ impl TestServer {
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestServer {
         let (mut config, dir, pg) = test_config(&backend).await;
         configure(&mut config);
-        let server = serve::start(config).await.expect("server starts");
+        let server = serve::start(config.clone()).await.expect("server starts");
         TestServer {
             addr: server.addr,
             state: server.state.clone(),
             dir,
+            config,
             server: Some(server),
             pg,
+        }
+    }
+
+    /// Stops this server gracefully and starts a new one on the same data (a new
+    /// server id, a new port).
+    pub async fn restart(mut self) -> TestServer {
+        self.halt().await;
+        let server = serve::start(self.config.clone())
+            .await
+            .expect("server restarts");
+        TestServer {
+            addr: server.addr,
+            state: server.state.clone(),
+            dir: self.dir,
+            config: self.config,
+            server: Some(server),
+            pg: self.pg.take(),
         }
     }
 

@@ -71,16 +71,23 @@ async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<partic
         .await?)
 }
 
-/// The caller's answered row in `room_id`, or `Forbidden`.
+/// The row `connection` answers for in `room_id`, or `Forbidden`: acting in a room
+/// takes the connection that joined it, not merely the same user on another device.
 async fn require_participant(
     tx: &impl ConnectionTrait,
     room_id: RoomId,
-    user: UserId,
+    connection: ConnectionId,
 ) -> Result<participant::Model> {
-    row_of(tx, user)
+    participant::Entity::find()
+        .filter(connection_filter(connection))
+        .one(tx)
         .await?
-        .filter(|row| row.room_id == room_id && row.answered())
-        .ok_or_else(|| Error::forbidden(format!("you are not a participant of room {room_id}")))
+        .filter(|row| row.room_id == room_id)
+        .ok_or_else(|| {
+            Error::forbidden(format!(
+                "this connection is not a participant of room {room_id}"
+            ))
+        })
 }
 
 /// The smallest index no answered participant holds.
@@ -100,6 +107,11 @@ fn busy(error: Error) -> Error {
 }
 
 impl Database {
+    /// `user`'s row: the room they are in or being called into.
+    pub async fn participant_of(&self, user: UserId) -> Result<Option<participant::Model>> {
+        row_of(&self.conn, user).await
+    }
+
     pub async fn get_room(&self, room_id: RoomId) -> Result<RoomState> {
         load(&self.conn, room_id).await
     }
@@ -160,7 +172,7 @@ impl Database {
     ) -> Result<(RoomState, RoomParticipantId)> {
         self.transaction(move |tx| {
             Box::pin(async move {
-                let caller_row = require_participant(tx, room_id, caller).await?;
+                let caller_row = require_participant(tx, room_id, caller_connection).await?;
                 if caller_row.role == ParticipantRole::Guest as i16 {
                     return Err(Error::forbidden("guests cannot call"));
                 }
@@ -226,7 +238,9 @@ impl Database {
                     .await?
                     .filter(|row| row.room_id == room_id && !row.answered())
                     .ok_or_else(|| {
-                        Error::not_found(format!("no call to room {room_id} is waiting for you"))
+                        Error::forbidden(format!(
+                            "you were not called to room {room_id}, or the call ended"
+                        ))
                     })?;
                 let state = load(tx, room_id).await?;
                 let answered: Vec<_> = state.answered().cloned().collect();
@@ -258,7 +272,7 @@ impl Database {
                     .await?
                     .filter(|row| row.room_id == room_id && row.answered())
                     .ok_or_else(|| {
-                        Error::not_found(format!("you have no place in room {room_id} to rejoin"))
+                        Error::forbidden(format!("you have no place in room {room_id} to rejoin"))
                     })?;
                 let old = ConnectionId {
                     server_id: row.answering_connection_server_id.unwrap_or_default() as u32,
@@ -301,7 +315,7 @@ impl Database {
     pub async fn cancel_call(
         &self,
         room_id: RoomId,
-        caller: UserId,
+        caller: ConnectionId,
         callee: UserId,
     ) -> Result<RoomState> {
         self.transaction(move |tx| {
@@ -358,6 +372,17 @@ impl Database {
                 }
                 if room_deleted {
                     state.room.clone().delete(tx).await?;
+                } else if !state
+                    .answered()
+                    .any(|p| p.role == ParticipantRole::Admin as i16)
+                {
+                    // The last admin left: the longest-present participant takes over, so
+                    // roles can still be managed.
+                    if let Some(heir) = state.answered().min_by_key(|p| p.id) {
+                        let mut active: participant::ActiveModel = heir.clone().into();
+                        active.role = Set(ParticipantRole::Admin as i16);
+                        active.update(tx).await?;
+                    }
                 }
                 let room = if room_deleted {
                     RoomState {
@@ -402,13 +427,13 @@ impl Database {
     pub async fn set_participant_location(
         &self,
         room_id: RoomId,
-        user: UserId,
+        connection: ConnectionId,
         kind: i16,
         project_id: Option<i64>,
     ) -> Result<RoomState> {
         self.transaction(move |tx| {
             Box::pin(async move {
-                let row = require_participant(tx, room_id, user).await?;
+                let row = require_participant(tx, room_id, connection).await?;
                 let mut active: participant::ActiveModel = row.into();
                 active.location_kind = Set(kind);
                 active.location_project_id = Set(project_id);
@@ -422,7 +447,7 @@ impl Database {
     pub async fn set_participant_role(
         &self,
         room_id: RoomId,
-        admin: UserId,
+        admin: ConnectionId,
         target: UserId,
         role: ParticipantRole,
     ) -> Result<RoomState> {
@@ -438,6 +463,19 @@ impl Database {
                     .ok_or_else(|| {
                         Error::not_found(format!("user {target} is not a participant of this room"))
                     })?;
+                let state = load(tx, room_id).await?;
+                let admins = state
+                    .answered()
+                    .filter(|p| p.role == ParticipantRole::Admin as i16)
+                    .count();
+                if row.role == ParticipantRole::Admin as i16
+                    && role != ParticipantRole::Admin
+                    && admins == 1
+                {
+                    return Err(Error::forbidden(
+                        "a room keeps at least one admin: promote someone else first",
+                    ));
+                }
                 let mut active: participant::ActiveModel = row.into();
                 active.role = Set(role as i16);
                 active.update(tx).await?;
@@ -448,59 +486,123 @@ impl Database {
     }
 }
 
+/// The ids of servers other than `this` that stopped before `stopped_before` or whose last
+/// heartbeat is older than `heartbeat_before`.
+async fn gone_servers(
+    tx: &impl ConnectionTrait,
+    this: i32,
+    stopped_before: chrono::DateTime<Utc>,
+    heartbeat_before: chrono::DateTime<Utc>,
+) -> Result<Vec<i32>> {
+    use super::super::entities::server;
+    Ok(server::Entity::find()
+        .filter(server::Column::Id.ne(this))
+        .filter(
+            sea_orm::Condition::any()
+                .add(server::Column::StoppedAt.lt(stopped_before))
+                .add(server::Column::HeartbeatAt.lt(heartbeat_before)),
+        )
+        .all(tx)
+        .await?
+        .into_iter()
+        .map(|server| server.id.0)
+        .collect())
+}
+
+/// What a sweep of gone servers changed.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Rooms whose participants changed (to broadcast).
+    pub rooms: Vec<RoomId>,
+    /// LiveKit rooms of rooms that were deleted.
+    pub deleted_livekit_rooms: Vec<String>,
+}
+
 impl Database {
-    /// Clears room state left by servers that stopped or stopped sending heartbeats
-    /// (crashed): their participants' connections are gone for good. Rooms left with no
-    /// answered participant are deleted. Returns how many participants were removed.
-    pub async fn clear_stale_rooms(&self, alive_since: chrono::DateTime<Utc>) -> Result<u64> {
-        use super::super::entities::server;
+    /// Room state held by connections of servers that are gone (stopped, or silent past
+    /// `alive_since`): their answered participants are marked lost at once, so they can
+    /// `RejoinRoom` elsewhere; those gone since before `expired_since` (the reconnect
+    /// grace) are removed with the calls they made, and rooms left with nobody are
+    /// deleted.
+    pub async fn sweep_gone_servers(
+        &self,
+        this: crate::db::ServerId,
+        alive_since: chrono::DateTime<Utc>,
+        expired_since: chrono::DateTime<Utc>,
+    ) -> Result<Swept> {
         self.transaction(move |tx| {
             Box::pin(async move {
-                let stale: Vec<i32> = server::Entity::find()
-                    .filter(
-                        sea_orm::Condition::any()
-                            .add(server::Column::StoppedAt.is_not_null())
-                            .add(server::Column::HeartbeatAt.lt(alive_since)),
-                    )
+                let now = Utc::now();
+                let mut swept = Swept::default();
+                let gone = gone_servers(tx, this.0, now, alive_since).await?;
+                if gone.is_empty() {
+                    return Ok(swept);
+                }
+                let on_gone = participant::Column::AnsweringConnectionServerId.is_in(gone.clone());
+                for row in participant::Entity::find()
+                    .filter(on_gone)
+                    .filter(participant::Column::AnsweringConnectionLost.eq(false))
                     .all(tx)
                     .await?
-                    .into_iter()
-                    .map(|server| server.id.0)
-                    .collect();
-                if stale.is_empty() {
-                    return Ok(0);
+                {
+                    swept.rooms.push(row.room_id);
+                    let mut active: participant::ActiveModel = row.into();
+                    active.answering_connection_lost = Set(true);
+                    active.update(tx).await?;
                 }
-                let removed = participant::Entity::delete_many()
+                let expired = gone_servers(tx, this.0, expired_since, expired_since).await?;
+                let stale = participant::Entity::find()
                     .filter(
                         sea_orm::Condition::any()
                             .add(
                                 participant::Column::AnsweringConnectionServerId
-                                    .is_in(stale.clone()),
+                                    .is_in(expired.clone()),
                             )
                             .add(
                                 sea_orm::Condition::all()
                                     .add(participant::Column::AnsweringConnectionId.is_null())
                                     .add(
-                                        participant::Column::CallingConnectionServerId.is_in(stale),
+                                        participant::Column::CallingConnectionServerId
+                                            .is_in(expired),
                                     ),
                             ),
                     )
-                    .exec(tx)
-                    .await?
-                    .rows_affected;
-                for room in room::Entity::find().all(tx).await? {
-                    let answered = participant::Entity::find()
-                        .filter(participant::Column::RoomId.eq(room.id))
-                        .filter(participant::Column::AnsweringConnectionId.is_not_null())
-                        .one(tx)
-                        .await?;
-                    if answered.is_none() {
-                        room.delete(tx).await?;
+                    .all(tx)
+                    .await?;
+                for row in stale {
+                    swept.rooms.push(row.room_id);
+                    row.delete(tx).await?;
+                }
+                swept.rooms.sort_unstable();
+                swept.rooms.dedup();
+                for room_id in swept.rooms.clone() {
+                    let state = load(tx, room_id).await?;
+                    if state.answered().next().is_none() {
+                        for pending in &state.participants {
+                            pending.clone().delete(tx).await?;
+                        }
+                        swept
+                            .deleted_livekit_rooms
+                            .push(state.room.livekit_room.clone());
+                        state.room.delete(tx).await?;
                     }
                 }
-                Ok(removed)
+                Ok(swept)
             })
         })
         .await
+    }
+
+    /// Whether server `id` is gone: stopped, or silent since before `alive_since`.
+    pub async fn server_is_gone(
+        &self,
+        id: i32,
+        alive_since: chrono::DateTime<Utc>,
+    ) -> Result<bool> {
+        use super::super::entities::server;
+        Ok(server::Entity::find_by_id(crate::db::ServerId(id))
+            .one(&self.conn)
+            .await?
+            .is_none_or(|server| server.stopped_at.is_some() || server.heartbeat_at < alive_since))
     }
 }
