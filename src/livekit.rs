@@ -2,8 +2,9 @@
 //! in step with ours. Optional: without `--livekit-url/key/secret` rooms work without
 //! audio/video credentials.
 //!
-//! RoomService calls run in the background with a timeout; their failures are logged and
-//! counted, and never block or fail the call flow.
+//! RoomService calls go through one bounded queue to one worker (so they reach LiveKit
+//! in order), each with a timeout; failures are logged and counted, and never block or
+//! fail the call flow.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,18 +18,42 @@ use crate::{Config, rpc::proto};
 /// RoomService calls give up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The RoomService calls the server makes, in the order they must reach LiveKit.
+enum Op {
+    Remove {
+        room: String,
+        identity: String,
+        then_delete_room: bool,
+    },
+    DeleteRoom {
+        room: String,
+    },
+    SetCanPublish {
+        room: String,
+        identity: String,
+        can_publish: bool,
+    },
+}
+
+/// RoomService calls waiting for the worker; past this, new calls are dropped (logged and
+/// counted): LiveKit being slow must not grow the server's memory.
+const QUEUE: usize = 1024;
+
 pub struct LiveKit {
     url: String,
     key: String,
     secret: String,
     token_ttl: Duration,
-    rooms: RoomClient,
-    /// RoomService calls that failed (a metric).
+    /// One worker sends every RoomService call in order, so e.g. "guest" then "member"
+    /// never reach LiveKit the other way round.
+    ops: tokio::sync::mpsc::Sender<Op>,
+    /// RoomService calls that failed or were dropped (a metric).
     pub failures: prometheus::IntCounter,
 }
 
 impl LiveKit {
-    /// `None` unless URL, key and secret are all configured.
+    /// `None` unless URL, key and secret are all configured. Starts the worker, so it
+    /// must run inside the runtime.
     pub fn from_config(config: &Config) -> Option<Arc<LiveKit>> {
         let (Some(url), Some(key), Some(secret)) = (
             &config.livekit_url,
@@ -40,17 +65,20 @@ impl LiveKit {
         let rooms = RoomClient::with_api_key(url, key, secret)
             .with_failover(false)
             .with_request_timeout(REQUEST_TIMEOUT);
+        let failures = prometheus::IntCounter::new(
+            "collab_livekit_failures_total",
+            "LiveKit RoomService calls that failed or were dropped",
+        )
+        .expect("valid metric");
+        let (ops, queue) = tokio::sync::mpsc::channel(QUEUE);
+        tokio::spawn(work(rooms, queue, failures.clone()));
         Some(Arc::new(LiveKit {
             url: url.clone(),
             key: key.clone(),
             secret: secret.clone(),
             token_ttl: config.livekit_token_ttl,
-            rooms,
-            failures: prometheus::IntCounter::new(
-                "collab_livekit_failures_total",
-                "LiveKit RoomService calls that failed",
-            )
-            .expect("valid metric"),
+            ops,
+            failures,
         }))
     }
 
@@ -83,69 +111,88 @@ impl LiveKit {
         })
     }
 
-    fn spawn(
-        self: &Arc<Self>,
-        what: &'static str,
-        call: impl Future<Output = Result<(), String>> + Send + 'static,
-    ) {
-        let this = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = call.await {
-                this.failures.inc();
-                tracing::warn!(%error, what, "LiveKit call failed");
-            }
-        });
+    fn enqueue(&self, op: Op) {
+        if self.ops.try_send(op).is_err() {
+            self.failures.inc();
+            tracing::warn!("LiveKit call queue full: dropping a RoomService call");
+        }
     }
 
     /// Deletes a LiveKit room whose room is gone.
-    pub fn delete_room(self: &Arc<Self>, room: String) {
-        let this = self.clone();
-        self.spawn("delete_room", async move {
-            this.rooms
-                .delete_room(&room)
-                .await
-                .map_err(|e| e.to_string())
-        });
+    pub fn delete_room(&self, room: String) {
+        self.enqueue(Op::DeleteRoom { room });
     }
 
     /// A participant left `room`: remove them from LiveKit's room, then delete that room
-    /// if ours is now empty (in that order, in one task).
-    pub fn participant_left(self: &Arc<Self>, room: String, identity: String, room_empty: bool) {
-        let this = self.clone();
-        self.spawn("remove_participant", async move {
-            let removed = this
-                .rooms
-                .remove_participant(&room, &identity)
-                .await
-                .map_err(|e| e.to_string());
-            if room_empty {
-                this.rooms
-                    .delete_room(&room)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            removed
+    /// if ours is now empty.
+    pub fn participant_left(&self, room: String, identity: String, room_empty: bool) {
+        self.enqueue(Op::Remove {
+            room,
+            identity,
+            then_delete_room: room_empty,
         });
     }
 
-    pub fn set_can_publish(self: &Arc<Self>, room: String, identity: String, can_publish: bool) {
-        let this = self.clone();
-        self.spawn("update_participant", async move {
-            let permission = livekit_protocol::ParticipantPermission {
-                can_subscribe: true,
-                can_publish,
-                can_publish_data: true,
-                ..Default::default()
-            };
-            let options = UpdateParticipantOptions {
-                permission: Some(permission),
-                ..Default::default()
-            };
-            this.rooms
-                .update_participant(&room, &identity, options)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+    pub fn set_can_publish(&self, room: String, identity: String, can_publish: bool) {
+        self.enqueue(Op::SetCanPublish {
+            room,
+            identity,
+            can_publish,
         });
+    }
+}
+
+/// Sends queued RoomService calls one at a time; failures are logged and counted.
+async fn work(
+    rooms: RoomClient,
+    mut queue: tokio::sync::mpsc::Receiver<Op>,
+    failures: prometheus::IntCounter,
+) {
+    while let Some(op) = queue.recv().await {
+        let (what, result) = match op {
+            Op::Remove {
+                room,
+                identity,
+                then_delete_room,
+            } => {
+                let removed = rooms.remove_participant(&room, &identity).await;
+                if let Err(error) = removed {
+                    failures.inc();
+                    tracing::warn!(%error, "LiveKit remove_participant failed");
+                }
+                if !then_delete_room {
+                    continue;
+                }
+                ("delete_room", rooms.delete_room(&room).await)
+            }
+            Op::DeleteRoom { room } => ("delete_room", rooms.delete_room(&room).await),
+            Op::SetCanPublish {
+                room,
+                identity,
+                can_publish,
+            } => {
+                let permission = livekit_protocol::ParticipantPermission {
+                    can_subscribe: true,
+                    can_publish,
+                    can_publish_data: true,
+                    ..Default::default()
+                };
+                let options = UpdateParticipantOptions {
+                    permission: Some(permission),
+                    ..Default::default()
+                };
+                (
+                    "update_participant",
+                    rooms
+                        .update_participant(&room, &identity, options)
+                        .await
+                        .map(|_| ()),
+                )
+            }
+        };
+        if let Err(error) = result {
+            failures.inc();
+            tracing::warn!(%error, what, "LiveKit call failed");
+        }
     }
 }

@@ -85,6 +85,19 @@ async fn check_credentials(
         !room.livekit_room.is_empty(),
         "the room names its LiveKit room"
     );
+    // Decoded here with the secret (always), and by LiveKit's own SDK (when installed).
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&[KEY]);
+    validation.validate_aud = false;
+    let key = jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes());
+    let decoded = jsonwebtoken::decode::<serde_json::Value>(&info.token, &key, &validation)
+        .expect("a token signed with the LiveKit secret")
+        .claims;
+    assert_eq!(decoded["sub"], client.user_id().to_string());
+    assert_eq!(decoded["name"], login);
+    assert_eq!(decoded["video"]["room"], room.livekit_room.as_str());
+    assert_eq!(decoded["video"]["roomJoin"], true);
+    assert_eq!(decoded["video"]["canPublish"], can_publish, "{decoded}");
     if let Some(claims) = verify_with_sdk(&info.token).await {
         assert_eq!(claims.identity, client.user_id().to_string());
         assert_eq!(claims.name.as_deref(), Some(login));
@@ -183,6 +196,18 @@ async fn livekit_credentials_and_room_service(backend: Backend) {
         .await;
     assert_eq!(update.room, livekit_room);
     assert_eq!(update.can_publish, Some(false));
+    // Bob's client gets fresh credentials without the right to publish.
+    let fresh = bob_client
+        .recv_timeout::<proto::UpdateLiveKitCredentials>(WAIT)
+        .await
+        .expect("new LiveKit credentials")
+        .payload;
+    assert_eq!(fresh.room_id, room_id);
+    let room_now = proto::Room {
+        livekit_room: livekit_room.clone(),
+        ..Default::default()
+    };
+    check_credentials(fresh.info, &fake, &room_now, &bob_client, "bob", false).await;
     assert!(
         update.authorized,
         "the server signs RoomService calls with its key and secret"

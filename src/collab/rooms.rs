@@ -445,11 +445,30 @@ pub async fn set_room_participant_role(
     room_updated(app, &state);
     if let Some(livekit) = &app.livekit {
         let can_publish = role != proto::ParticipantRole::Guest;
-        livekit.set_can_publish(
-            state.room.livekit_room.clone(),
-            target.to_string(),
-            can_publish,
-        );
+        let livekit_room = state.room.livekit_room.clone();
+        livekit.set_can_publish(livekit_room.clone(), target.to_string(), can_publish);
+        // A token keeps the rights it was minted with: give the participant a new one,
+        // so a LiveKit reconnect does not bring the old rights back.
+        let row = state.participant(target).and_then(answering_connection);
+        if let (Some(connection), Some(user)) = (row, app.db.get_user(target).await?) {
+            match livekit.connection_info(
+                &livekit_room,
+                &target.to_string(),
+                &user.login,
+                can_publish,
+            ) {
+                Ok(info) => {
+                    let update = proto::UpdateLiveKitCredentials {
+                        room_id: room.to_proto(),
+                        info: Some(info),
+                    };
+                    if let Err(error) = app.cluster.send(connection, update) {
+                        tracing::debug!(%error, "could not send new LiveKit credentials");
+                    }
+                }
+                Err(error) => tracing::error!(%error, "could not mint a LiveKit token"),
+            }
+        }
     }
     response.send(proto::Ack {})?;
     Ok(())

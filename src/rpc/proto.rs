@@ -97,6 +97,7 @@ messages!(
     SetRoomParticipantRole,
     UpdatePresence,
     PresenceUpdated,
+    UpdateLiveKitCredentials,
 );
 
 request_messages!(
