@@ -201,11 +201,18 @@ pub struct Config {
     pub store: StoreArgs,
 }
 
-/// A duration such as `30s`; zero is refused (a zero interval would spin or panic).
+/// A duration such as `30s`, from 1ns to 10 years; zero is refused (a zero interval
+/// would spin or panic).
 pub fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(value).map_err(|error| error.to_string())?;
     if duration.is_zero() {
         return Err("must be longer than zero".into());
+    }
+    // Far beyond any sensible setting, and short enough that date arithmetic on it can
+    // never overflow.
+    const MAX: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+    if duration > MAX {
+        return Err("must be at most 10 years".into());
     }
     Ok(duration)
 }

@@ -145,6 +145,23 @@ fn livekit_info(session: &Session, state: &RoomState) -> Option<proto::LiveKitCo
     }
 }
 
+/// The answer to `JoinRoom` and `RejoinRoom`.
+fn joined(session: &Session, state: &RoomState) -> proto::JoinRoomResponse {
+    proto::JoinRoomResponse {
+        room: Some(room_to_proto(state)),
+        live_kit_connection_info: livekit_info(session, state),
+    }
+}
+
+/// Servers silent since before this (three missed heartbeats) are gone.
+fn alive_since(app: &AppState) -> chrono::DateTime<chrono::Utc> {
+    let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
+        .unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now()
+        .checked_sub_signed(silence)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 pub async fn create_room(
     _: proto::CreateRoom,
     response: Response<proto::CreateRoom>,
@@ -256,11 +273,7 @@ pub async fn join_room(
     room_updated(app, &state);
     // The first device to answer wins: the others stop ringing.
     call_canceled(app, room, session.user_id(), Some(session.connection_id));
-    let live_kit_connection_info = livekit_info(&session, &state);
-    response.send(proto::JoinRoomResponse {
-        room: Some(room_to_proto(&state)),
-        live_kit_connection_info,
-    })?;
+    response.send(joined(&session, &state))?;
     Ok(())
 }
 
@@ -280,12 +293,10 @@ pub async fn rejoin_room(
         .participant_of(session.user_id())
         .await?
         .and_then(|row| answering_connection(&row));
-    let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
-        .unwrap_or(chrono::Duration::MAX);
     let old_server_gone = match old {
         Some(old) if old.server_id != peer.server_id() => {
             app.db
-                .server_is_gone(old.server_id as i32, chrono::Utc::now() - silence)
+                .server_is_gone(old.server_id as i32, alive_since(app))
                 .await?
         }
         _ => false,
@@ -304,11 +315,7 @@ pub async fn rejoin_room(
     app.rooms
         .join(session.connection_id, room, session.user_id());
     room_updated(app, &state);
-    let live_kit_connection_info = livekit_info(&session, &state);
-    response.send(proto::JoinRoomResponse {
-        room: Some(room_to_proto(&state)),
-        live_kit_connection_info,
-    })?;
+    response.send(joined(&session, &state))?;
     Ok(())
 }
 
@@ -610,15 +617,15 @@ pub async fn sweep_gone_servers(app: Arc<AppState>) {
     let mut interval = tokio::time::interval(app.config.heartbeat_interval);
     loop {
         interval.tick().await;
-        let now = chrono::Utc::now();
-        let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
-            .unwrap_or(chrono::Duration::MAX);
         let grace =
             chrono::Duration::from_std(app.config.reconnect_grace).unwrap_or(chrono::Duration::MAX);
-        let alive_since = now - silence;
+        let alive_since = alive_since(&app);
+        let expired_since = alive_since
+            .checked_sub_signed(grace)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         let swept = match app
             .db
-            .sweep_gone_servers(app.server_id, alive_since, alive_since - grace)
+            .sweep_gone_servers(app.server_id, alive_since, expired_since)
             .await
         {
             Ok(swept) => swept,
