@@ -238,13 +238,7 @@ async fn rooms_story(backend: Backend) {
     }
 
     // Bob opens shared project 7: Alice sees where he is.
-    bob_desktop
-        .request(proto::UpdateParticipantLocation {
-            room_id,
-            location: Some(shared_project(7)),
-        })
-        .await
-        .unwrap();
+    open_project(&bob_desktop, room_id, 7).await;
     room_until(&alice_client, "Bob in project 7", |room| {
         participant(room, bob).and_then(|p| p.location) == Some(shared_project(7))
     })
@@ -420,13 +414,7 @@ async fn rejoin_within_the_grace(backend: Backend) {
     .await;
 
     // He is really back: his location updates reach Alice.
-    bob_again
-        .request(proto::UpdateParticipantLocation {
-            room_id,
-            location: Some(shared_project(3)),
-        })
-        .await
-        .unwrap();
+    open_project(&bob_again, room_id, 3).await;
     room_until(&alice_client, "Bob in project 3", |room| {
         participant(room, bob).and_then(|p| p.location) == Some(shared_project(3))
     })
@@ -604,13 +592,7 @@ async fn three_participants_with_locations_and_roles(backend: Backend) {
         })
         .await
         .unwrap();
-    carol_client
-        .request(proto::UpdateParticipantLocation {
-            room_id,
-            location: Some(shared_project(5)),
-        })
-        .await
-        .unwrap();
+    open_project(&carol_client, room_id, 5).await;
     let role = |user_id, role: proto::ParticipantRole| proto::SetRoomParticipantRole {
         room_id,
         user_id,

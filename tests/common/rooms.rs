@@ -148,3 +148,12 @@ pub fn presence_at(line: u32) -> proto::UpdatePresence {
         viewport: None,
     }
 }
+
+/// `client`'s participant moves to shared project `project_id` (and the server agrees).
+pub async fn open_project(client: &Client, room_id: u64, project_id: u64) {
+    let location = Some(shared_project(project_id));
+    client
+        .request(proto::UpdateParticipantLocation { room_id, location })
+        .await
+        .expect("location updated");
+}
