@@ -173,3 +173,21 @@ async fn an_unanswered_request_times_out() {
     let error = client.request(id, proto::Ping {}).await.unwrap_err();
     assert_eq!(error.code, proto::ErrorCode::Timeout);
 }
+
+#[tokio::test]
+#[ignore]
+async fn print_future_sizes() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = tokio_tungstenite::accept_async(tcp).await;
+        std::future::pending::<()>().await;
+    });
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
+    let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
+    let (_, io, incoming) = peer.add_connection(Connection::from_tungstenite(socket));
+    let server = Arc::new(server());
+    let handler = server.clone().handle_connection(collab::rpc::ConnectionId { server_id: 0, id: 1 }, incoming, (), CancellationToken::new());
+    eprintln!("io future: {} bytes; handler loop future: {} bytes", std::mem::size_of_val(&io), std::mem::size_of_val(&handler));
+}

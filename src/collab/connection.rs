@@ -121,6 +121,10 @@ async fn run_connection(
     let user_id = principal.user_id();
     tracing::info!(connection = %connection_id, user = %user_id, login = %principal.user().login, "connected");
 
+    // The domains' connect/disconnect work is boxed: this future lives as long as the
+    // connection, and an inline database future would make every idle connection carry
+    // its size.
+    //
     // Nothing reaches the socket until `io` runs. Hello is queued first (no one else knows
     // this connection yet), then the connection joins the pool and gets its initial
     // state, and only then does the writer start: a client holding its Hello is already
@@ -132,10 +136,10 @@ async fn run_connection(
     };
     let greeted = state.cluster.send(connection_id, hello).is_ok();
     if greeted {
-        if let Err(error) = contacts::connection_added(&state, connection_id, user_id, &jti).await {
+        if let Err(error) = Box::pin(contacts::connection_added(&state, connection_id, user_id, &jti)).await {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed");
         }
-        if let Err(error) = rooms::connection_added(&state, connection_id, user_id).await {
+        if let Err(error) = Box::pin(rooms::connection_added(&state, connection_id, user_id)).await {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed (rooms)");
         }
     }
@@ -158,10 +162,10 @@ async fn run_connection(
     }
 
     let ended = io.await;
-    if let Err(error) = contacts::connection_removed(&state, connection_id).await {
+    if let Err(error) = Box::pin(contacts::connection_removed(&state, connection_id)).await {
         tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
     }
-    if let Err(error) = rooms::connection_lost(&state, connection_id, user_id).await {
+    if let Err(error) = Box::pin(rooms::connection_lost(&state, connection_id, user_id)).await {
         tracing::error!(connection = %connection_id, %error, "room cleanup failed");
     }
     match ended {
