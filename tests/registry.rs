@@ -184,10 +184,24 @@ async fn print_future_sizes() {
         let _ = tokio_tungstenite::accept_async(tcp).await;
         std::future::pending::<()>().await;
     });
-    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}")).await.unwrap();
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+        .await
+        .unwrap();
     let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
     let (_, io, incoming) = peer.add_connection(Connection::from_tungstenite(socket));
     let server = Arc::new(server());
-    let handler = server.clone().handle_connection(collab::rpc::ConnectionId { server_id: 0, id: 1 }, incoming, (), CancellationToken::new());
-    eprintln!("io future: {} bytes; handler loop future: {} bytes", std::mem::size_of_val(&io), std::mem::size_of_val(&handler));
+    let handler = server.clone().handle_connection(
+        collab::rpc::ConnectionId {
+            server_id: 0,
+            id: 1,
+        },
+        incoming,
+        (),
+        CancellationToken::new(),
+    );
+    eprintln!(
+        "io future: {} bytes; handler loop future: {} bytes",
+        std::mem::size_of_val(&io),
+        std::mem::size_of_val(&handler)
+    );
 }

@@ -136,10 +136,18 @@ async fn run_connection(
     };
     let greeted = state.cluster.send(connection_id, hello).is_ok();
     if greeted {
-        if let Err(error) = Box::pin(contacts::connection_added(&state, connection_id, user_id, &jti)).await {
+        if let Err(error) = Box::pin(contacts::connection_added(
+            &state,
+            connection_id,
+            user_id,
+            &jti,
+        ))
+        .await
+        {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed");
         }
-        if let Err(error) = Box::pin(rooms::connection_added(&state, connection_id, user_id)).await {
+        if let Err(error) = Box::pin(rooms::connection_added(&state, connection_id, user_id)).await
+        {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed (rooms)");
         }
     }

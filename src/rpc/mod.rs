@@ -7,12 +7,14 @@
 //! - [`connection`]: frames, the codec (compression, size caps) and WebSocket adapters.
 //! - [`peer`]: `Peer`, one per process: connections, send/request/respond/forward,
 //!   bounded outgoing queues, batched writes and keepalive.
+//! - `io` (private): the reader and writer halves of each connection.
 //! - [`server`]: the handler registry keyed by `TypeId` and the per-connection loop.
 //! - [`metrics`]: Prometheus counters for everything above.
 
 pub mod connection;
 pub mod envelope;
 pub mod error;
+mod io;
 pub mod metrics;
 pub mod peer;
 pub mod proto;
