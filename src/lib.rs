@@ -62,7 +62,7 @@ pub struct AppState {
     /// Per-room locks, likewise.
     pub room_locks: collab::locks::RoomLocks,
     /// Ring timers of pending calls.
-    pub call_timers: collab::rooms::CallTimers,
+    pub call_timers: collab::room_lifecycle::CallTimers,
     /// Who is in which room on this server, and their presence.
     pub rooms: Arc<collab::presence::RoomPresence>,
     /// LiveKit, when configured.

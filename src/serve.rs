@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let heartbeat = tokio::spawn(heartbeat(state.clone()));
     let sweep = tokio::spawn(revocation_sweep(state.clone()));
     let presence = tokio::spawn(state.rooms.clone().expire(state.clone()));
-    let rooms_sweep = tokio::spawn(collab::rooms::sweep_gone_servers(state.clone()));
+    let rooms_sweep = tokio::spawn(collab::room_lifecycle::sweep_gone_servers(state.clone()));
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let state = task_state;

@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{Session, contacts, rooms};
+use super::{Session, contacts, room_lifecycle};
 use crate::{
     AppState,
     auth::{Authenticated, extract::authenticate_headers},
@@ -146,7 +146,12 @@ async fn run_connection(
         {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed");
         }
-        if let Err(error) = Box::pin(rooms::connection_added(&state, connection_id, user_id)).await
+        if let Err(error) = Box::pin(room_lifecycle::connection_added(
+            &state,
+            connection_id,
+            user_id,
+        ))
+        .await
         {
             tracing::error!(connection = %connection_id, %error, "on-connect work failed (rooms)");
         }
@@ -173,7 +178,13 @@ async fn run_connection(
     if let Err(error) = Box::pin(contacts::connection_removed(&state, connection_id)).await {
         tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
     }
-    if let Err(error) = Box::pin(rooms::connection_lost(&state, connection_id, user_id)).await {
+    if let Err(error) = Box::pin(room_lifecycle::connection_lost(
+        &state,
+        connection_id,
+        user_id,
+    ))
+    .await
+    {
         tracing::error!(connection = %connection_id, %error, "room cleanup failed");
     }
     match ended {

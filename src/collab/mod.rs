@@ -10,6 +10,7 @@
 //! - [`users`]: user lookup.
 //! - [`contacts`]: contact requests and online status.
 //! - [`rooms`]: rooms, calls, roles, locations, rejoin, LiveKit.
+//! - [`room_lifecycle`]: lost connections, ring timers, the sweep of gone servers.
 //! - [`presence`]: room membership in memory and presence (coalesced, expiring).
 
 pub mod connection;
@@ -18,6 +19,7 @@ pub mod contacts;
 pub mod core;
 pub mod locks;
 pub mod presence;
+pub mod room_lifecycle;
 pub mod rooms;
 pub mod session;
 pub mod users;

@@ -1,6 +1,9 @@
 //! Rooms and calls: create, call (ringing every device of a contact), answer, decline,
 //! cancel, leave, locations, roles, rejoin after a lost connection, and LiveKit.
 //!
+//! Connection loss, rejoin timing, ring timers and the sweep of gone servers are in
+//! `room_lifecycle`.
+//!
 //! Every change runs under the room's lock from its transaction until `RoomUpdated` is
 //! queued for every participant, so all of them see the room's changes in commit order.
 
@@ -12,7 +15,7 @@ use super::Session;
 use crate::{
     AppState,
     db::{
-        RoomId, RoomParticipantId, UserId,
+        RoomId, UserId,
         entities::room_participant,
         queries::rooms::{Left, RoomState},
     },
@@ -64,7 +67,7 @@ pub fn room_to_proto(state: &RoomState) -> proto::Room {
     }
 }
 
-fn answering_connection(row: &room_participant::Model) -> Option<ConnectionId> {
+pub(super) fn answering_connection(row: &room_participant::Model) -> Option<ConnectionId> {
     Some(ConnectionId {
         server_id: row.answering_connection_server_id? as u32,
         id: row.answering_connection_id? as u32,
@@ -73,7 +76,7 @@ fn answering_connection(row: &room_participant::Model) -> Option<ConnectionId> {
 
 /// `RoomUpdated` to every participant whose connection is live. Call it while holding
 /// the room's lock.
-fn room_updated(app: &AppState, state: &RoomState) {
+pub(super) fn room_updated(app: &AppState, state: &RoomState) {
     let message = proto::RoomUpdated {
         room: Some(room_to_proto(state)),
     };
@@ -98,7 +101,12 @@ fn to_user(
     app.cluster.broadcast(receivers, message);
 }
 
-fn call_canceled(app: &AppState, room: RoomId, callee: UserId, except: Option<ConnectionId>) {
+pub(super) fn call_canceled(
+    app: &AppState,
+    room: RoomId,
+    callee: UserId,
+    except: Option<ConnectionId>,
+) {
     to_user(
         app,
         callee,
@@ -109,7 +117,7 @@ fn call_canceled(app: &AppState, room: RoomId, callee: UserId, except: Option<Co
     );
 }
 
-fn call_ended(
+pub(super) fn call_ended(
     app: &AppState,
     room: RoomId,
     caller: UserId,
@@ -154,7 +162,7 @@ fn joined(session: &Session, state: &RoomState) -> proto::JoinRoomResponse {
 }
 
 /// Servers silent since before this (three missed heartbeats) are gone.
-fn alive_since(app: &AppState) -> chrono::DateTime<chrono::Utc> {
+pub(super) fn alive_since(app: &AppState) -> chrono::DateTime<chrono::Utc> {
     let silence = chrono::Duration::from_std(app.config.heartbeat_interval * 3)
         .unwrap_or(chrono::Duration::MAX);
     chrono::Utc::now()
@@ -376,7 +384,7 @@ pub async fn leave_room(
 }
 
 /// Takes `connection` out of its room, with everything that follows from it.
-async fn leave(app: &AppState, connection: ConnectionId) -> Result<Option<Left>> {
+pub(super) async fn leave(app: &AppState, connection: ConnectionId) -> Result<Option<Left>> {
     let Some(row) = app.db.room_of_connection(connection).await? else {
         return Ok(None);
     };
@@ -487,163 +495,4 @@ pub async fn update_presence(update: proto::UpdatePresence, session: Session) ->
         .rooms
         .update(&session.state, session.connection_id, update);
     Ok(())
-}
-
-/// A connection ended: its participant keeps their place through the reconnect grace
-/// (marked lost), then leaves unless a `RejoinRoom` took the place to a new connection.
-pub async fn connection_lost(
-    app: &Arc<AppState>,
-    connection: ConnectionId,
-    user: UserId,
-) -> Result<()> {
-    app.rooms.leave(app, connection);
-    if app.pool.user_connections(user).is_empty() {
-        end_call_to_unreachable(app, user).await?;
-    }
-    let Some(row) = app.db.room_of_connection(connection).await? else {
-        return Ok(());
-    };
-    {
-        let _order = app.room_locks.lock(row.room_id).await;
-        if let Some(state) = app.db.connection_lost(connection).await? {
-            room_updated(app, &state);
-        }
-    }
-    let (app, grace) = (app.clone(), app.config.reconnect_grace);
-    tokio::spawn(async move {
-        // When this server stops, the next one's sweep ends the stay after the grace.
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            _ = app.shutdown.cancelled() => return,
-        }
-        // Matches only while the place is still held by the lost connection.
-        if let Err(error) = leave(&app, connection).await {
-            tracing::error!(%error, %connection, "could not end a lost participant's stay");
-        }
-    });
-    Ok(())
-}
-
-/// The callee's last device went away while their call rang: end it now and tell the
-/// caller, rather than let it ring out.
-async fn end_call_to_unreachable(app: &AppState, callee: UserId) -> Result<()> {
-    let Some(pending) = app
-        .db
-        .participant_of(callee)
-        .await?
-        .filter(|row| !row.answered())
-    else {
-        return Ok(());
-    };
-    let room = pending.room_id;
-    let _order = app.room_locks.lock(room).await;
-    if let Some((state, pending)) = app.db.end_pending_call(pending.id).await? {
-        app.call_timers.stop(callee);
-        room_updated(app, &state);
-        call_ended(
-            app,
-            room,
-            pending.calling_user_id,
-            callee,
-            proto::call_ended::Reason::Unavailable,
-        );
-    }
-    Ok(())
-}
-
-/// A new connection of a user whose call is ringing rings too.
-pub async fn connection_added(
-    app: &AppState,
-    connection: ConnectionId,
-    user: UserId,
-) -> Result<()> {
-    let Some(pending) = app
-        .db
-        .participant_of(user)
-        .await?
-        .filter(|row| !row.answered())
-    else {
-        return Ok(());
-    };
-    let state = app.db.get_room(pending.room_id).await?;
-    let incoming = proto::IncomingCall {
-        room_id: pending.room_id.to_proto(),
-        calling_user_id: pending.calling_user_id.to_proto(),
-        participant_user_ids: state.answered().map(|row| row.user_id.to_proto()).collect(),
-    };
-    app.cluster.send(connection, incoming)?;
-    Ok(())
-}
-
-/// The ring timer of each pending call, by callee (a user has at most one pending call),
-/// so that answering, declining or cancelling stops it instead of leaving it asleep.
-#[derive(Default)]
-pub struct CallTimers {
-    timers: parking_lot::Mutex<
-        std::collections::HashMap<UserId, (RoomParticipantId, tokio::task::AbortHandle)>,
-    >,
-}
-
-impl CallTimers {
-    fn start(&self, callee: UserId, row: RoomParticipantId, timer: tokio::task::AbortHandle) {
-        if let Some((_, old)) = self.timers.lock().insert(callee, (row, timer)) {
-            old.abort();
-        }
-    }
-
-    fn stop(&self, callee: UserId) {
-        if let Some((_, timer)) = self.timers.lock().remove(&callee) {
-            timer.abort();
-        }
-    }
-
-    /// The timer of `row` fired: forget it (unless a newer call replaced it).
-    fn finished(&self, callee: UserId, row: RoomParticipantId) {
-        let mut timers = self.timers.lock();
-        if timers
-            .get(&callee)
-            .is_some_and(|(current, _)| *current == row)
-        {
-            timers.remove(&callee);
-        }
-    }
-}
-
-/// Every heartbeat interval (and once at start): rooms held by connections of servers
-/// that are gone — a crash, or a restart of this one — are swept. Their participants
-/// show as lost at once and leave after the reconnect grace; emptied rooms are deleted,
-/// in LiveKit too.
-pub async fn sweep_gone_servers(app: Arc<AppState>) {
-    let mut interval = tokio::time::interval(app.config.heartbeat_interval);
-    loop {
-        interval.tick().await;
-        let grace =
-            chrono::Duration::from_std(app.config.reconnect_grace).unwrap_or(chrono::Duration::MAX);
-        let alive_since = alive_since(&app);
-        let expired_since = alive_since
-            .checked_sub_signed(grace)
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
-        let swept = match app
-            .db
-            .sweep_gone_servers(app.server_id, alive_since, expired_since)
-            .await
-        {
-            Ok(swept) => swept,
-            Err(error) => {
-                tracing::warn!(%error, "sweeping rooms of gone servers failed");
-                continue;
-            }
-        };
-        for room in swept.rooms {
-            let _order = app.room_locks.lock(room).await;
-            if let Ok(state) = app.db.get_room(room).await {
-                room_updated(&app, &state);
-            }
-        }
-        if let Some(livekit) = &app.livekit {
-            for room in swept.deleted_livekit_rooms {
-                livekit.delete_room(room);
-            }
-        }
-    }
 }
