@@ -87,16 +87,6 @@ impl RoomPresence {
         }
     }
 
-    /// The connections answering in `room` (on this server).
-    pub fn connections(&self, room: RoomId) -> Vec<ConnectionId> {
-        self.inner
-            .lock()
-            .rooms
-            .get(&room)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
     /// A presence update from `connection`; ignored when it is in no room.
     pub fn update(
         self: &Arc<Self>,
