@@ -111,6 +111,11 @@ pub struct Config {
     #[arg(long, env = "COLLAB_OUTGOING_QUEUE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub outgoing_queue_bytes: usize,
 
+    /// Bytes of requests one connection may have queued or being handled; past it,
+    /// reading pauses until handlers finish.
+    #[arg(long, env = "COLLAB_MAX_INCOMING_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_incoming_bytes: usize,
+
     /// Handlers one connection may have running at once; past it, reading pauses.
     #[arg(long, env = "COLLAB_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
@@ -259,6 +264,7 @@ impl Config {
             },
             outgoing_queue_messages: self.outgoing_queue_messages,
             outgoing_queue_bytes: self.outgoing_queue_bytes,
+            incoming_bytes: self.max_incoming_bytes,
             keepalive_interval: self.keepalive_interval,
             receive_timeout: self.receive_timeout,
             write_timeout: self.write_timeout,

@@ -205,3 +205,60 @@ async fn print_future_sizes() {
         std::mem::size_of_val(&handler)
     );
 }
+
+/// A connection's incoming-bytes budget bounds the memory its requests hold: with room
+/// for three 20 KiB requests, ten sent at once run at most three at a time (the handler
+/// cap of 16 would allow all ten), and all ten are answered.
+#[tokio::test]
+async fn large_requests_wait_for_the_incoming_byte_budget() {
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let config = PeerConfig {
+        incoming_bytes: 64 * 1024,
+        ..PeerConfig::default()
+    };
+    let metrics = RpcMetrics::new(None);
+    let mut server = Server::new(Peer::new(1, config, metrics.clone()), 16);
+    let (r, p) = (running.clone(), peak.clone());
+    server.add_request_handler(
+        move |_: proto::SearchUsers, response: Response<proto::SearchUsers>, _: ()| {
+            let (running, peak) = (r.clone(), p.clone());
+            async move {
+                let now = running.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                peak.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+                // Simulated work, so that requests overlap.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                response.send(proto::UsersResponse::default())
+            }
+        },
+    );
+    let (client, id) = serve(server).await;
+    // Incompressible bytes, so each frame really is about 20 KiB.
+    let query = |i: usize| {
+        (0..20 * 1024)
+            .map(|j| char::from(b'a' + ((i * 31 + j * 7919) % 26) as u8))
+            .collect()
+    };
+    let requests = (0..10).map(|i| {
+        client.request(
+            id,
+            proto::SearchUsers {
+                query: query(i),
+                limit: 0,
+            },
+        )
+    });
+    for result in futures::future::join_all(requests).await {
+        result.expect("every request answered");
+    }
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        peak <= 3,
+        "at most three 20 KiB requests held at once, saw {peak}"
+    );
+    assert!(
+        metrics.incoming_waits.get() > 0,
+        "the reader waited for budget"
+    );
+}

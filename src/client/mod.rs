@@ -159,7 +159,7 @@ impl Client {
         .map_err(|_| ConnectError::Handshake("no Hello from the server".into()))?
         .map_err(|ended| ConnectError::Handshake(format!("connection ended: {}", ended.detail)))?;
         let hello = first
-            .and_then(|envelope| into_typed::<proto::Hello>(connection_id, *envelope))
+            .and_then(|item| into_typed::<proto::Hello>(connection_id, *item.into_envelope()))
             .ok_or_else(|| ConnectError::Handshake("the first message was not Hello".into()))?
             .payload;
 
@@ -167,7 +167,9 @@ impl Client {
         let io_peer = peer.clone();
         let io = tokio::spawn(async move {
             let sort = async {
-                while let Some(envelope) = incoming.recv().await {
+                while let Some(item) = incoming.recv().await {
+                    // The inbox is bounded by count; the budget share returns right away.
+                    let envelope = item.into_envelope();
                     let Some(payload) = envelope.payload.as_ref() else {
                         continue;
                     };

@@ -3,18 +3,21 @@
 //! writer (batched writes from the outgoing queue, keepalive pings, the close frame).
 //! Both belong to `Peer`; they live here to keep `peer.rs` about the API.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use super::{
     connection::{Frame, FrameSink, FrameStream, ReadError},
     envelope::ConnectionId,
     error::RpcError,
-    peer::{ConnectionState, Disconnect, Outgoing, Peer, close_code},
+    peer::{ConnectionState, Disconnect, Incoming, Outgoing, Peer, close_code},
     proto,
 };
 
@@ -30,7 +33,8 @@ impl Peer {
         id: ConnectionId,
         state: &ConnectionState,
         mut stream: FrameStream,
-        incoming: mpsc::Sender<Box<proto::Envelope>>,
+        incoming: mpsc::Sender<Incoming>,
+        budget: Arc<Semaphore>,
     ) -> Disconnect {
         loop {
             let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await
@@ -91,11 +95,37 @@ impl Peer {
                                     tracing::debug!(%id, request_id, "response to no pending request")
                                 }
                             }
-                        } else if incoming.send(Box::new(envelope)).await.is_err() {
-                            return Disconnect {
-                                kind: "closed",
-                                detail: "handler loop ended".into(),
+                        } else {
+                            // Wait for budget before taking more: back-pressure, not
+                            // memory. Waiting is not silence: only `stream.next()` is timed.
+                            let cost = bytes.len().max(envelope.encoded_len()).max(1);
+                            let cost =
+                                cost.min(self.config.incoming_bytes).min(u32::MAX as usize) as u32;
+                            let share = match budget.clone().try_acquire_many_owned(cost) {
+                                Ok(share) => share,
+                                Err(_) => {
+                                    self.metrics.incoming_waits.inc();
+                                    match budget.clone().acquire_many_owned(cost).await {
+                                        Ok(share) => share,
+                                        Err(_) => {
+                                            return Disconnect {
+                                                kind: "closed",
+                                                detail: "budget closed".into(),
+                                            };
+                                        }
+                                    }
+                                }
                             };
+                            let item = Incoming {
+                                envelope: Box::new(envelope),
+                                budget: Some(share),
+                            };
+                            if incoming.send(item).await.is_err() {
+                                return Disconnect {
+                                    kind: "closed",
+                                    detail: "handler loop ended".into(),
+                                };
+                            }
                         }
                     }
                     Err(error) => {

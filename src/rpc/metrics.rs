@@ -1,7 +1,9 @@
 //! Prometheus metrics of the RPC layer. They are registered into the registry the
 //! caller passes (the server's `/metrics`); the client library uses an unregistered set.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct RpcMetrics {
@@ -19,6 +21,8 @@ pub struct RpcMetrics {
     pub disconnects: IntCounterVec,
     /// Envelopes dropped at the queue by a full outgoing queue (the connection is cut).
     pub queue_overflows: IntCounterVec,
+    /// Times a connection's reader paused because its incoming-bytes budget was spent.
+    pub incoming_waits: IntCounter,
 }
 
 impl RpcMetrics {
@@ -60,6 +64,11 @@ impl RpcMetrics {
                 &["reason"],
             )
             .unwrap(),
+            incoming_waits: IntCounter::new(
+                "collab_rpc_incoming_budget_waits_total",
+                "Times a reader paused because its connection's incoming-bytes budget was spent",
+            )
+            .unwrap(),
             queue_overflows: IntCounterVec::new(
                 Opts::new(
                     "collab_rpc_queue_overflows_total",
@@ -89,6 +98,9 @@ impl RpcMetrics {
                 .unwrap();
             registry
                 .register(Box::new(metrics.queue_overflows.clone()))
+                .unwrap();
+            registry
+                .register(Box::new(metrics.incoming_waits.clone()))
                 .unwrap();
         }
         metrics

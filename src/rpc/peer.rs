@@ -24,7 +24,7 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -56,6 +56,9 @@ pub struct PeerConfig {
     pub outgoing_queue_bytes: usize,
     /// Envelopes read ahead of the handler loop; a full queue stops reading (back-pressure).
     pub incoming_queue_messages: usize,
+    /// Encoded bytes of the envelopes a connection has queued or being handled; past it,
+    /// reading pauses until handlers finish (large requests cannot pile up in memory).
+    pub incoming_bytes: usize,
     /// A WebSocket ping is sent this often.
     pub keepalive_interval: Duration,
     /// A peer from which no frame (not even a pong) arrives for this long is dropped.
@@ -73,6 +76,7 @@ impl Default for PeerConfig {
             outgoing_queue_messages: 1024,
             outgoing_queue_bytes: 16 * 1024 * 1024,
             incoming_queue_messages: 64,
+            incoming_bytes: 16 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(10),
             receive_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
@@ -129,6 +133,25 @@ impl Drop for Registration {
         }
         // Dropping the senders fails every request still waiting on this connection.
         self.state.response_channels.lock().take();
+    }
+}
+
+/// An incoming envelope holding its share of the connection's incoming-bytes budget;
+/// the share returns when this is dropped (the registry keeps it until the handler ends).
+pub struct Incoming {
+    pub envelope: Box<proto::Envelope>,
+    pub(super) budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Incoming {
+    /// The envelope, returning its budget share now.
+    pub fn into_envelope(self) -> Box<proto::Envelope> {
+        self.envelope
+    }
+
+    /// The envelope and its budget share, to be dropped when the work is done.
+    pub fn into_parts(self) -> (Box<proto::Envelope>, Option<OwnedSemaphorePermit>) {
+        (self.envelope, self.budget)
     }
 }
 
@@ -203,7 +226,7 @@ impl Peer {
     ) -> (
         ConnectionId,
         impl Future<Output = Disconnect> + Send + 'static,
-        mpsc::Receiver<Box<proto::Envelope>>,
+        mpsc::Receiver<Incoming>,
     ) {
         let id = ConnectionId {
             server_id: self.server_id(),
@@ -235,7 +258,10 @@ impl Peer {
         let io = async move {
             let registration = registration;
             let Connection { sink, stream } = connection;
-            let reader = peer.read_loop(id, &state, stream, incoming_tx);
+            let budget = Arc::new(Semaphore::new(
+                peer.config.incoming_bytes.clamp(1, Semaphore::MAX_PERMITS),
+            ));
+            let reader = peer.read_loop(id, &state, stream, incoming_tx, budget);
             let writer = peer.write_loop(&state, sink, outgoing_rx);
             tokio::pin!(reader, writer);
             let ended = tokio::select! {

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::{
     envelope::{ConnectionId, Receipt, TypedEnvelope, into_typed},
     error::RpcError,
-    peer::Peer,
+    peer::{Incoming, Peer},
     proto::{self, EnvelopedMessage, RequestMessage},
 };
 
@@ -176,7 +176,7 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
     pub async fn handle_connection(
         self: Arc<Self>,
         connection_id: ConnectionId,
-        mut incoming: mpsc::Receiver<Box<proto::Envelope>>,
+        mut incoming: mpsc::Receiver<Incoming>,
         session: S,
         shutdown: CancellationToken,
     ) {
@@ -186,9 +186,12 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
                 biased;
                 _ = in_flight.next(), if !in_flight.is_empty() => {}
                 _ = shutdown.cancelled() => break,
-                envelope = incoming.recv(), if in_flight.len() < self.max_in_flight => {
-                    let Some(envelope) = envelope else { break };
-                    in_flight.push(self.dispatch(connection_id, *envelope, session.clone()));
+                item = incoming.recv(), if in_flight.len() < self.max_in_flight => {
+                    let Some(item) = item else { break };
+                    let (envelope, budget) = item.into_parts();
+                    let handled = self.dispatch(connection_id, *envelope, session.clone());
+                    // The envelope's budget share returns when its handler is done.
+                    in_flight.push(async move { handled.await; drop(budget) }.boxed());
                 }
             }
         }
