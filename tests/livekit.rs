@@ -150,21 +150,7 @@ async fn livekit_credentials_and_room_service(backend: Backend) {
     .await;
 
     // Alice calls Bob; he answers and gets his own credentials for the same LiveKit room.
-    alice_client
-        .request(proto::Call {
-            room_id,
-            callee_user_id: bob,
-        })
-        .await
-        .unwrap();
-    bob_client
-        .recv_timeout::<proto::IncomingCall>(WAIT)
-        .await
-        .expect("an IncomingCall");
-    let joined = bob_client
-        .request(proto::JoinRoom { room_id })
-        .await
-        .unwrap();
+    let joined = call_and_answer(&alice_client, &bob_client, room_id).await;
     let room = joined
         .room
         .clone()
@@ -281,21 +267,7 @@ async fn livekit_errors_never_block_calls(backend: Backend) {
         .id;
     assert!(created.live_kit_connection_info.is_some());
 
-    alice_client
-        .request(proto::Call {
-            room_id,
-            callee_user_id: bob,
-        })
-        .await
-        .unwrap();
-    bob_client
-        .recv_timeout::<proto::IncomingCall>(WAIT)
-        .await
-        .expect("an IncomingCall");
-    let joined = bob_client
-        .request(proto::JoinRoom { room_id })
-        .await
-        .unwrap();
+    let joined = call_and_answer(&alice_client, &bob_client, room_id).await;
     assert!(joined.live_kit_connection_info.is_some());
     room_until(&alice_client, "Bob to join", |room| {
         participant(room, bob).is_some()

@@ -106,19 +106,7 @@ async fn presence_is_removed_on_leave_and_ignored_outside_rooms(backend: Backend
 
     // Alice leaves: her presence is removed for Bob (long before the ttl).
     alice_client.request(proto::LeaveRoom {}).await.unwrap();
-    let removed = within("Alice's presence to be removed", async {
-        loop {
-            let update = bob_client
-                .recv::<proto::PresenceUpdated>()
-                .await
-                .expect("the connection is open")
-                .payload;
-            if update.removed {
-                return update;
-            }
-        }
-    })
-    .await;
+    let removed = presence_removed(&bob_client, "Alice's presence to be removed").await;
     assert_eq!(removed.user_id, alice);
     assert_eq!(removed.room_id, room_id);
 

@@ -174,38 +174,6 @@ async fn an_unanswered_request_times_out() {
     assert_eq!(error.code, proto::ErrorCode::Timeout);
 }
 
-#[tokio::test]
-#[ignore]
-async fn print_future_sizes() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let _ = tokio_tungstenite::accept_async(tcp).await;
-        std::future::pending::<()>().await;
-    });
-    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
-        .await
-        .unwrap();
-    let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
-    let (_, io, incoming) = peer.add_connection(Connection::from_tungstenite(socket));
-    let server = Arc::new(server());
-    let handler = server.clone().handle_connection(
-        collab::rpc::ConnectionId {
-            server_id: 0,
-            id: 1,
-        },
-        incoming,
-        (),
-        CancellationToken::new(),
-    );
-    eprintln!(
-        "io future: {} bytes; handler loop future: {} bytes",
-        std::mem::size_of_val(&io),
-        std::mem::size_of_val(&handler)
-    );
-}
-
 /// A connection's incoming-bytes budget bounds the memory its requests hold: with room
 /// for three 20 KiB requests, ten sent at once run at most three at a time (the handler
 /// cap of 16 would allow all ten), and all ten are answered.

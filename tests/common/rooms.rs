@@ -118,18 +118,7 @@ pub async fn room_of_two(server: &TestServer, caller: &str, callee: &str) -> (Cl
         .room
         .expect("CreateRoomResponse carries the room")
         .id;
-    caller_client
-        .request(proto::Call {
-            room_id,
-            callee_user_id: callee_id,
-        })
-        .await
-        .unwrap();
-    assert_eq!(incoming_call(&callee_client).await.room_id, room_id);
-    callee_client
-        .request(proto::JoinRoom { room_id })
-        .await
-        .unwrap();
+    call_and_answer(&caller_client, &callee_client, room_id).await;
     room_until(&caller_client, "the callee to join", |room| {
         participant(room, callee_id).is_some() && !is_pending(room, callee_id)
     })
@@ -156,4 +145,39 @@ pub async fn open_project(client: &Client, room_id: u64, project_id: u64) {
         .request(proto::UpdateParticipantLocation { room_id, location })
         .await
         .expect("location updated");
+}
+
+/// `caller` calls `callee` into `room_id`; the callee's device rings and answers.
+pub async fn call_and_answer(
+    caller: &Client,
+    callee: &Client,
+    room_id: u64,
+) -> proto::JoinRoomResponse {
+    let call = proto::Call {
+        room_id,
+        callee_user_id: callee.user_id(),
+    };
+    caller.request(call).await.expect("the call rings");
+    assert_eq!(incoming_call(callee).await.room_id, room_id);
+    callee
+        .request(proto::JoinRoom { room_id })
+        .await
+        .expect("the callee answers")
+}
+
+/// Waits for the next `PresenceUpdated { removed: true }`, skipping live states.
+pub async fn presence_removed(client: &Client, what: &str) -> proto::PresenceUpdated {
+    within(what, async {
+        loop {
+            let update = client
+                .recv::<proto::PresenceUpdated>()
+                .await
+                .expect("the connection is open")
+                .payload;
+            if update.removed {
+                return update;
+            }
+        }
+    })
+    .await
 }
