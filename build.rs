@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-changed=proto");
     println!("cargo:rerun-if-env-changed=PROTOC");
-    prost_build::Config::new().compile_protos(&protos, &["proto"])?;
+    // `bytes` fields (buffer operations, opaque editor state) are `Bytes`, so relaying one
+    // message to many receivers clones a reference count, not the payload.
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_protos(&protos, &["proto"])?;
     Ok(())
 }

@@ -179,6 +179,20 @@ pub struct Config {
     #[arg(long, env = "COLLAB_PRESENCE_TTL", default_value = "5m", value_parser = parse_positive_duration)]
     pub presence_ttl: Duration,
 
+    /// Worktree entries (updated + removed) or diagnostic summaries per `UpdateWorktree` /
+    /// `UpdateDiagnosticSummary`: the most a host may send in one message, and the
+    /// chunk size in which a joiner receives them.
+    #[arg(long, env = "COLLAB_MAX_WORKTREE_CHUNK", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=2048))]
+    pub max_worktree_chunk: u32,
+
+    /// Worktrees one shared project may have.
+    #[arg(long, env = "COLLAB_MAX_WORKTREES_PER_PROJECT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_worktrees_per_project: u32,
+
+    /// Projects one connection may share at once.
+    #[arg(long, env = "COLLAB_MAX_PROJECTS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_projects_per_connection: u32,
+
     /// LiveKit server URL handed to clients (e.g. `wss://livekit.example.com`); the
     /// RoomService API is called at the same host. Without URL, key and secret, rooms
     /// work without audio/video credentials.

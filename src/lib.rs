@@ -61,6 +61,10 @@ pub struct AppState {
     pub user_locks: collab::locks::UserLocks,
     /// Per-room locks, likewise.
     pub room_locks: collab::locks::RoomLocks,
+    /// Per-project locks, likewise (taken after the room's when both are needed).
+    pub project_locks: collab::locks::KeyedLocks<db::ProjectId>,
+    /// The collaborators of shared projects, in memory for the relay paths.
+    pub projects: collab::project_relay::ProjectRelay,
     /// Ring timers of pending calls.
     pub call_timers: collab::room_lifecycle::CallTimers,
     /// Who is in which room on this server, and their presence.

@@ -13,6 +13,16 @@ pub struct Metrics {
     pub users_online: IntGauge,
     /// RPC upgrades refused because `--max-connections` was reached.
     pub connections_refused: prometheus::IntCounter,
+    /// Shared projects with collaborators connected to this server.
+    pub shared_projects: IntGauge,
+    /// Collaborator connections of those projects.
+    pub project_collaborators: IntGauge,
+    /// Buffer operations relayed, counted once per receiver.
+    pub buffer_operations_relayed: prometheus::IntCounter,
+    /// Requests forwarded to a project's host, by type and outcome (`ok`, the error code).
+    pub forwarded_requests: prometheus::IntCounterVec,
+    /// Worktree entries streamed to joiners.
+    pub join_entries_streamed: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -29,6 +39,43 @@ impl Metrics {
             "RPC upgrades refused because the connection limit was reached",
         )
         .unwrap();
+        let shared_projects = IntGauge::new(
+            "collab_shared_projects",
+            "Shared projects with collaborators connected to this server",
+        )
+        .unwrap();
+        let project_collaborators = IntGauge::new(
+            "collab_project_collaborators",
+            "Collaborator connections of shared projects on this server",
+        )
+        .unwrap();
+        let buffer_operations_relayed = prometheus::IntCounter::new(
+            "collab_buffer_operations_relayed_total",
+            "Buffer operations relayed, once per receiver",
+        )
+        .unwrap();
+        let forwarded_requests = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "collab_forwarded_requests_total",
+                "Project requests forwarded to the host, by type and outcome",
+            ),
+            &["type", "outcome"],
+        )
+        .unwrap();
+        let join_entries_streamed = prometheus::IntCounter::new(
+            "collab_join_entries_streamed_total",
+            "Worktree entries streamed to collaborators joining a project",
+        )
+        .unwrap();
+        for metric in [
+            Box::new(shared_projects.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(project_collaborators.clone()),
+            Box::new(buffer_operations_relayed.clone()),
+            Box::new(forwarded_requests.clone()),
+            Box::new(join_entries_streamed.clone()),
+        ] {
+            registry.register(metric).unwrap();
+        }
         registry.register(Box::new(users_online.clone())).unwrap();
         registry
             .register(Box::new(connections_refused.clone()))
@@ -39,6 +86,11 @@ impl Metrics {
             rpc,
             users_online,
             connections_refused,
+            shared_projects,
+            project_collaborators,
+            buffer_operations_relayed,
+            forwarded_requests,
+            join_entries_streamed,
         }
     }
 

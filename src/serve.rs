@@ -119,6 +119,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
 
+    let projects = collab::project_relay::ProjectRelay::new(
+        metrics.shared_projects.clone(),
+        metrics.project_collaborators.clone(),
+    );
     let state = Arc::new(AppState {
         db,
         auth: Auth::new(&secret),
@@ -132,6 +136,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         connections: TaskTracker::new(),
         user_locks: Default::default(),
         room_locks: Default::default(),
+        project_locks: Default::default(),
+        projects,
         call_timers: Default::default(),
         rooms: Default::default(),
         livekit,

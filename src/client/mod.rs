@@ -174,7 +174,10 @@ impl Client {
                         continue;
                     };
                     let (type_id, name) = proto::payload_type(payload);
-                    if proto::is_request(payload) && !io_inbox.answered.lock().contains(&type_id) {
+                    if proto::is_request(payload)
+                        && !envelope.one_way
+                        && !io_inbox.answered.lock().contains(&type_id)
+                    {
                         // Nobody here will answer: say so now rather than let the
                         // requester wait for its timeout.
                         let error = RpcError::unknown_message(name);

@@ -40,6 +40,15 @@ impl Cluster {
         self.route(to)?.send(to, message)
     }
 
+    /// Waits for room in the receiver's queue, then sends (see `Peer::send_paced`).
+    pub async fn send_paced<M: EnvelopedMessage>(
+        &self,
+        to: ConnectionId,
+        message: M,
+    ) -> Result<(), RpcError> {
+        self.route(to)?.send_paced(to, message).await
+    }
+
     pub fn forward_send<M: EnvelopedMessage>(
         &self,
         sender: ConnectionId,

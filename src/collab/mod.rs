@@ -12,6 +12,10 @@
 //! - [`rooms`]: rooms, calls, roles, locations, rejoin, LiveKit.
 //! - [`room_lifecycle`]: lost connections, ring timers, the sweep of gone servers.
 //! - [`presence`]: room membership in memory and presence (coalesced, expiring).
+//! - [`projects`]: shared projects: share, join, leave, reshare, roles, host loss.
+//! - [`worktrees`]: the worktree mirror: host updates and the stream to joiners.
+//! - [`project_relay`]: buffer operations, host-forwarded requests and following,
+//!   served from memory.
 
 pub mod connection;
 pub mod connection_pool;
@@ -19,16 +23,19 @@ pub mod contacts;
 pub mod core;
 pub mod locks;
 pub mod presence;
+pub mod project_relay;
+pub mod projects;
 pub mod room_lifecycle;
 pub mod rooms;
 pub mod session;
 pub mod users;
+pub mod worktrees;
 
 use std::sync::Arc;
 
 pub use session::Session;
 
-use crate::rpc::{Peer, Server};
+use crate::rpc::{Peer, Server, proto};
 
 /// Every message the server handles, one line each.
 pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
@@ -49,6 +56,25 @@ pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
         .add_request_handler(rooms::leave_room)
         .add_request_handler(rooms::update_participant_location)
         .add_request_handler(rooms::set_room_participant_role)
-        .add_message_handler(rooms::update_presence);
+        .add_message_handler(rooms::update_presence)
+        .add_request_handler(projects::share_project)
+        .add_request_handler(projects::unshare_project)
+        .add_request_handler(projects::join_project)
+        .add_request_handler(projects::leave_project)
+        .add_request_handler(projects::reshare_project)
+        .add_request_handler(projects::update_project)
+        .add_request_handler(projects::set_project_collaborator_role)
+        .add_request_handler(worktrees::update_worktree)
+        .add_request_handler(worktrees::update_diagnostic_summary)
+        .add_inline_request_handler(project_relay::update_buffer)
+        .add_request_handler(project_relay::forward::<proto::OpenBufferByPath>)
+        .add_request_handler(project_relay::forward::<proto::OpenBufferById>)
+        .add_request_handler(project_relay::forward::<proto::SearchProject>)
+        .add_request_handler(project_relay::forward::<proto::GetHover>)
+        .add_request_handler(project_relay::forward::<proto::SaveBuffer>)
+        .add_request_handler(project_relay::forward::<proto::CreateProjectEntry>)
+        .add_request_handler(project_relay::follow)
+        .add_request_handler(project_relay::unfollow)
+        .add_inline_message_handler(project_relay::update_followers);
     server
 }

@@ -19,6 +19,7 @@ pub async fn connection_lost(
     connection: ConnectionId,
     user: UserId,
 ) -> Result<()> {
+    super::projects::connection_lost(app, connection).await?;
     app.rooms.leave(app, connection);
     if app.pool.user_connections(user).is_empty() {
         end_call_to_unreachable(app, user).await?;
@@ -39,8 +40,13 @@ pub async fn connection_lost(
             _ = tokio::time::sleep(grace) => {}
             _ = app.shutdown.cancelled() => return,
         }
+        // A host that rejoined the room without resharing loses its projects.
+        if let Err(error) = super::projects::grace_ended(&app, connection).await {
+            tracing::error!(%error, %connection, "could not unshare a lost host's projects");
+        }
         // Matches only while the place is still held by the lost connection.
-        if let Err(error) = leave(&app, connection).await {
+        let reason = proto::project_unshared::Reason::HostLost;
+        if let Err(error) = leave(&app, connection, reason).await {
             tracing::error!(%error, %connection, "could not end a lost participant's stay");
         }
     });
@@ -167,6 +173,9 @@ pub async fn sweep_gone_servers(app: Arc<AppState>) {
             if let Ok(state) = app.db.get_room(room).await {
                 room_updated(&app, &state);
             }
+        }
+        if let Err(error) = super::projects::sweep_orphans(&app).await {
+            tracing::warn!(%error, "unsharing projects of gone hosts failed");
         }
         if let Some(livekit) = &app.livekit {
             for room in swept.deleted_livekit_rooms {

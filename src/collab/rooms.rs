@@ -23,16 +23,16 @@ use crate::{
     rpc::{ConnectionId, Response, proto},
 };
 
-fn room_id(value: u64) -> Result<RoomId> {
+pub(super) fn room_id(value: u64) -> Result<RoomId> {
     RoomId::from_proto(value).ok_or_else(|| Error::invalid("room_id is not a valid room id"))
 }
 
-fn user_id(value: u64, field: &str) -> Result<UserId> {
+pub(super) fn user_id(value: u64, field: &str) -> Result<UserId> {
     UserId::from_proto(value)
         .ok_or_else(|| Error::invalid(format!("{field} is not a valid user id")))
 }
 
-fn participant_to_proto(row: &room_participant::Model) -> proto::Participant {
+fn participant_to_proto(state: &RoomState, row: &room_participant::Model) -> proto::Participant {
     let peer_id = proto::PeerId {
         server_id: row.answering_connection_server_id.unwrap_or_default() as u32,
         id: row.answering_connection_id.unwrap_or_default() as u32,
@@ -47,6 +47,15 @@ fn participant_to_proto(row: &room_participant::Model) -> proto::Participant {
         role: row.role as i32,
         participant_index: row.participant_index.unwrap_or_default() as u32,
         connection_lost: row.answering_connection_lost,
+        projects: state
+            .projects
+            .iter()
+            .filter(|project| project.host_user_id == row.user_id)
+            .map(|project| proto::ParticipantProject {
+                id: project.id.to_proto(),
+                worktree_root_names: project.worktree_root_names.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -54,7 +63,10 @@ pub fn room_to_proto(state: &RoomState) -> proto::Room {
     proto::Room {
         id: state.room.id.to_proto(),
         livekit_room: state.room.livekit_room.clone(),
-        participants: state.answered().map(participant_to_proto).collect(),
+        participants: state
+            .answered()
+            .map(|row| participant_to_proto(state, row))
+            .collect(),
         pending_participants: state
             .participants
             .iter()
@@ -375,7 +387,8 @@ pub async fn leave_room(
     response: Response<proto::LeaveRoom>,
     session: Session,
 ) -> Result<()> {
-    let left = leave(&session.state, session.connection_id).await?;
+    let reason = proto::project_unshared::Reason::HostLeft;
+    let left = leave(&session.state, session.connection_id, reason).await?;
     if left.is_none() {
         return Err(Error::not_found("this connection is not in a room"));
     }
@@ -383,13 +396,19 @@ pub async fn leave_room(
     Ok(())
 }
 
-/// Takes `connection` out of its room, with everything that follows from it.
-pub(super) async fn leave(app: &AppState, connection: ConnectionId) -> Result<Option<Left>> {
+/// Takes `connection` out of its room, with everything that follows from it: the
+/// projects it hosts are unshared (guests learn `reason`), the ones it joined are left.
+pub(super) async fn leave(
+    app: &AppState,
+    connection: ConnectionId,
+    reason: proto::project_unshared::Reason,
+) -> Result<Option<Left>> {
     let Some(row) = app.db.room_of_connection(connection).await? else {
         return Ok(None);
     };
     let room = row.room_id;
     let _order = app.room_locks.lock(room).await;
+    super::projects::left_room(app, connection, reason).await?;
     let Some(left) = app.db.leave_room(connection).await? else {
         return Ok(None);
     };
@@ -424,14 +443,25 @@ pub async fn update_participant_location(
         .map_err(|_| Error::invalid(format!("unknown location kind {}", location.kind)))?;
     let project_id = match kind {
         proto::participant_location::Kind::SharedProject => Some(
-            i64::try_from(location.project_id)
+            i32::try_from(location.project_id)
                 .ok()
                 .filter(|id| *id > 0)
+                .map(i64::from)
                 .ok_or_else(|| Error::invalid("a shared-project location needs a project_id"))?,
         ),
         _ => None,
     };
     let app = &session.state;
+    if let Some(project) = project_id
+        && !app
+            .db
+            .project_in_room(crate::db::ProjectId(project as i32), room)
+            .await?
+    {
+        return Err(Error::not_found(format!(
+            "project {project} is not shared in room {room}"
+        )));
+    }
     let _order = app.room_locks.lock(room).await;
     let state = app
         .db

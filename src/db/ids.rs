@@ -30,4 +30,12 @@ macro_rules! id_type {
     )*};
 }
 
-id_type!(UserId, ServerId, ContactId, RoomId, RoomParticipantId);
+id_type!(
+    UserId,
+    ServerId,
+    ContactId,
+    RoomId,
+    RoomParticipantId,
+    ProjectId,
+    ProjectCollaboratorId,
+);

@@ -247,6 +247,7 @@ impl Peer {
                     detail: "socket flush".into(),
                 };
             }
+            state.drained.notify_waiters();
             if let Some((code, reason)) = close {
                 let reason = truncate_close_reason(reason);
                 let _ = tokio::time::timeout(

@@ -104,6 +104,8 @@ pub(super) struct ConnectionState {
     pub(super) next_message_id: AtomicU32,
     /// Requests awaiting a response, by message id; `None` once the connection is gone.
     pub(super) response_channels: Mutex<Option<HashMap<u32, oneshot::Sender<proto::Envelope>>>>,
+    /// Notified each time the writer takes a batch off the queue (see `send_paced`).
+    pub(super) drained: tokio::sync::Notify,
     /// Cancelled to cut the connection at once (slow consumer, server reset).
     pub(super) killed: CancellationToken,
     /// Why the connection was cut or failed, for the log and the disconnect metric.
@@ -239,6 +241,7 @@ impl Peer {
             queued_bytes: AtomicUsize::new(0),
             next_message_id: AtomicU32::new(1),
             response_channels: Mutex::new(Some(HashMap::new())),
+            drained: tokio::sync::Notify::new(),
             killed: CancellationToken::new(),
             kill_reason: Mutex::new(None),
         });
@@ -394,14 +397,60 @@ impl Peer {
             responding_to,
             original_sender_id: original_sender_id.map(Into::into),
             payload: Some(payload),
+            one_way: false,
         }
     }
 
     /// Sends a message; does not wait for the socket.
     pub fn send<T: EnvelopedMessage>(&self, to: ConnectionId, message: T) -> Result<(), RpcError> {
         let state = self.connection(to)?;
-        let envelope = Self::envelope(&state, message.into_payload(), None, None);
+        let envelope = Self::one_way(Self::envelope(&state, message.into_payload(), None, None));
         self.enqueue(to, &state, envelope)
+    }
+
+    /// A request type sent without waiting for an answer is marked, so the receiver
+    /// handles it as a message.
+    fn one_way(mut envelope: proto::Envelope) -> proto::Envelope {
+        envelope.one_way = envelope.payload.as_ref().is_some_and(proto::is_request);
+        envelope
+    }
+
+    /// Like `send`, but first waits (up to `write_timeout`) until the connection's
+    /// outgoing queue is at most half full, in messages and in bytes: for long streams
+    /// (a large worktree to a joiner) that must not trip the slow-consumer cut or crowd
+    /// out live traffic. A queue that does not drain in time fails with `Timeout`.
+    pub async fn send_paced<T: EnvelopedMessage>(
+        &self,
+        to: ConnectionId,
+        message: T,
+    ) -> Result<(), RpcError> {
+        let state = self.connection(to)?;
+        let max_messages = state.outgoing.max_capacity();
+        let has_room = |state: &ConnectionState| {
+            max_messages - state.outgoing.capacity() <= max_messages / 2
+                && state.queued_bytes.load(Ordering::Relaxed) <= self.config.outgoing_queue_bytes / 2
+        };
+        let wait = async {
+            loop {
+                let drained = state.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if has_room(&state) || state.killed.is_cancelled() {
+                    return;
+                }
+                tokio::select! {
+                    _ = drained => {}
+                    _ = state.killed.cancelled() => return,
+                }
+            }
+        };
+        if tokio::time::timeout(self.config.write_timeout, wait).await.is_err() {
+            return Err(RpcError::timeout(T::NAME).with_tag("peer", to));
+        }
+        if state.killed.is_cancelled() {
+            return Err(RpcError::disconnected());
+        }
+        self.send(to, message)
     }
 
     /// Relays a message from `sender` to `to`, marking its original sender.
@@ -413,7 +462,7 @@ impl Peer {
     ) -> Result<(), RpcError> {
         let state = self.connection(to)?;
         let envelope = Self::envelope(&state, message.into_payload(), None, Some(sender));
-        self.enqueue(to, &state, envelope)
+        self.enqueue(to, &state, Self::one_way(envelope))
     }
 
     /// Sends a request and waits (up to `request_timeout`) for its declared response.

@@ -138,6 +138,83 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
         self
     }
 
+    /// Registers a synchronous handler of request `M`: it runs inline, before the next
+    /// envelope of the connection is read, so a connection's requests of such types are
+    /// handled (and what they relay is queued) strictly in arrival order, with no task
+    /// or allocation per message. For hot relay paths that never wait on anything.
+    pub fn add_inline_request_handler<M, F, E>(&mut self, handler: F) -> &mut Self
+    where
+        M: RequestMessage,
+        F: Fn(M, Response<M>, &S) -> Result<(), E> + Send + Sync + 'static,
+        E: Into<RpcError> + Send + 'static,
+    {
+        let peer = self.peer.clone();
+        self.insert(
+            TypeId::of::<M>(),
+            M::NAME,
+            Box::new(move |sender, envelope, session| {
+                let Some(TypedEnvelope { message_id, payload, .. }) = into_typed::<M>(sender, envelope)
+                else {
+                    return futures::future::ready(()).boxed();
+                };
+                let responded = Arc::new(AtomicBool::new(false));
+                let response = Response {
+                    peer: peer.clone(),
+                    receipt: Receipt::new(sender, message_id),
+                    responded: responded.clone(),
+                };
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    handler(payload, response, &session)
+                }));
+                let error = match outcome {
+                    Ok(Ok(())) if responded.load(Ordering::SeqCst) => None,
+                    Ok(Ok(())) => {
+                        tracing::error!(message = M::NAME, "request handler returned without responding");
+                        Some(RpcError::internal())
+                    }
+                    Ok(Err(error)) => Some(error.into()),
+                    Err(_) => {
+                        tracing::error!(message = M::NAME, "request handler panicked");
+                        Some(RpcError::internal())
+                    }
+                };
+                if let Some(error) = error.filter(|_| !responded.load(Ordering::SeqCst)) {
+                    let _ = peer.respond_with_error_to(sender, message_id, error);
+                }
+                futures::future::ready(()).boxed()
+            }),
+        );
+        self
+    }
+
+    /// Registers a synchronous handler of message `M`, run inline like
+    /// [`Self::add_inline_request_handler`]'s.
+    pub fn add_inline_message_handler<M, F, E>(&mut self, handler: F) -> &mut Self
+    where
+        M: EnvelopedMessage,
+        F: Fn(M, &S) -> Result<(), E> + Send + Sync + 'static,
+        E: Into<RpcError> + Send + 'static,
+    {
+        self.insert(
+            TypeId::of::<M>(),
+            M::NAME,
+            Box::new(move |sender, envelope, session| {
+                if let Some(typed) = into_typed::<M>(sender, envelope) {
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| handler(typed.payload, &session))) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            let error: RpcError = error.into();
+                            tracing::warn!(message = M::NAME, %sender, %error, "message handler failed");
+                        }
+                        Err(_) => tracing::error!(message = M::NAME, "message handler panicked"),
+                    }
+                }
+                futures::future::ready(()).boxed()
+            }),
+        );
+        self
+    }
+
     /// Registers the handler of message `M` (no response). Panics if `M` already has one.
     pub fn add_message_handler<M, F, Fut, E>(&mut self, handler: F) -> &mut Self
     where

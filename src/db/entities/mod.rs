@@ -2,7 +2,12 @@
 
 pub mod access_token;
 pub mod contact;
+pub mod project;
+pub mod project_collaborator;
 pub mod room;
 pub mod room_participant;
 pub mod server;
 pub mod user;
+pub mod worktree;
+pub mod worktree_diagnostic_summary;
+pub mod worktree_entry;

@@ -2,6 +2,8 @@
 
 pub mod access_tokens;
 pub mod contacts;
+pub mod projects;
 pub mod rooms;
 pub mod servers;
 pub mod users;
+pub mod worktrees;

@@ -8,19 +8,28 @@ use sea_orm::{
 };
 
 use super::super::{
-    Database, RoomId, RoomParticipantId, UserId,
-    entities::{room, room_participant as participant},
+    Database, ProjectId, RoomId, RoomParticipantId, UserId,
+    entities::{project, room, room_participant as participant, worktree},
 };
 use crate::{
     error::{Error, Result},
     rpc::{ConnectionId, proto::ParticipantRole},
 };
 
-/// A room and all its rows, answered and pending.
+/// A room and all its rows, answered and pending, and the projects shared in it.
 #[derive(Clone, Debug)]
 pub struct RoomState {
     pub room: room::Model,
     pub participants: Vec<participant::Model>,
+    pub projects: Vec<SharedProject>,
+}
+
+/// A project shared in a room, as participants see it in `RoomUpdated`.
+#[derive(Clone, Debug)]
+pub struct SharedProject {
+    pub id: ProjectId,
+    pub host_user_id: UserId,
+    pub worktree_root_names: Vec<String>,
 }
 
 impl RoomState {
@@ -45,13 +54,13 @@ pub struct Left {
     pub room_deleted: bool,
 }
 
-fn connection_filter(connection: ConnectionId) -> sea_orm::Condition {
+pub(super) fn connection_filter(connection: ConnectionId) -> sea_orm::Condition {
     sea_orm::Condition::all()
         .add(participant::Column::AnsweringConnectionServerId.eq(connection.server_id as i32))
         .add(participant::Column::AnsweringConnectionId.eq(connection.id as i32))
 }
 
-async fn load(tx: &impl ConnectionTrait, room_id: RoomId) -> Result<RoomState> {
+pub(super) async fn load(tx: &impl ConnectionTrait, room_id: RoomId) -> Result<RoomState> {
     let room = room::Entity::find_by_id(room_id)
         .one(tx)
         .await?
@@ -61,7 +70,33 @@ async fn load(tx: &impl ConnectionTrait, room_id: RoomId) -> Result<RoomState> {
         .order_by_asc(participant::Column::Id)
         .all(tx)
         .await?;
-    Ok(RoomState { room, participants })
+    let projects = project::Entity::find()
+        .filter(project::Column::RoomId.eq(room_id))
+        .order_by_asc(project::Column::Id)
+        .all(tx)
+        .await?;
+    let worktrees = worktree::Entity::find()
+        .filter(worktree::Column::ProjectId.is_in(projects.iter().map(|p| p.id)))
+        .order_by_asc(worktree::Column::Id)
+        .all(tx)
+        .await?;
+    let projects = projects
+        .into_iter()
+        .map(|project| SharedProject {
+            id: project.id,
+            host_user_id: project.host_user_id,
+            worktree_root_names: worktrees
+                .iter()
+                .filter(|w| w.project_id == project.id)
+                .map(|w| w.root_name.clone())
+                .collect(),
+        })
+        .collect();
+    Ok(RoomState {
+        room,
+        participants,
+        projects,
+    })
 }
 
 async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<participant::Model>> {
@@ -73,7 +108,7 @@ async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<partic
 
 /// The row `connection` answers for in `room_id`, or `Forbidden`: acting in a room
 /// takes the connection that joined it, not merely the same user on another device.
-async fn require_participant(
+pub(super) async fn require_participant(
     tx: &impl ConnectionTrait,
     room_id: RoomId,
     connection: ConnectionId,
@@ -388,6 +423,7 @@ impl Database {
                     RoomState {
                         room: state.room,
                         participants: Vec::new(),
+                        projects: Vec::new(),
                     }
                 } else {
                     load(tx, room_id).await?

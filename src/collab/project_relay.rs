@@ -1,0 +1,371 @@
+//! The hot paths of shared projects, served from memory with no database access:
+//! buffer operations relayed to every other collaborator, requests forwarded to the
+//! host, and following.
+//!
+//! `ProjectRelay` mirrors each project's committed collaborators (connection, role,
+//! host). The handlers in `projects` and `worktrees` refresh it under the project's lock
+//! right after each commit, so what it allows is what the database says.
+//!
+//! `UpdateBuffer` and `UpdateFollowers` are inline handlers: they run before the next
+//! envelope of the connection is read, so a sender's operations are relayed in the
+//! order it sent them.
+
+use std::collections::HashMap;
+
+use parking_lot::RwLock;
+use prometheus::IntGauge;
+
+use super::Session;
+use crate::{
+    cluster::Cluster,
+    db::{ProjectId, UserId, queries::projects::ProjectState},
+    error::{Error, Result},
+    rpc::{ConnectionId, EnvelopedMessage, RequestMessage, Response, proto},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub connection: ConnectionId,
+    pub user: UserId,
+    pub replica_id: u32,
+    pub role: proto::ProjectRole,
+}
+
+impl Member {
+    fn may_edit(&self) -> bool {
+        self.role != proto::ProjectRole::Viewer
+    }
+}
+
+struct Share {
+    /// The host's live connection; `None` while it is lost (the reconnect grace).
+    host: Option<ConnectionId>,
+    members: Vec<Member>,
+    /// (leader, follower) pairs.
+    follows: Vec<(ConnectionId, ConnectionId)>,
+}
+
+pub struct ProjectRelay {
+    projects: RwLock<HashMap<ProjectId, Share>>,
+    shared_gauge: IntGauge,
+    members_gauge: IntGauge,
+}
+
+pub fn project_id(value: u64) -> Result<ProjectId> {
+    ProjectId::from_proto(value).ok_or_else(|| Error::invalid("project_id is not a valid id"))
+}
+
+fn not_joined(project: ProjectId) -> Error {
+    Error::forbidden(format!(
+        "this connection has not joined project {project}"
+    ))
+}
+
+impl ProjectRelay {
+    pub fn new(shared_gauge: IntGauge, members_gauge: IntGauge) -> Self {
+        ProjectRelay {
+            projects: RwLock::new(HashMap::new()),
+            shared_gauge,
+            members_gauge,
+        }
+    }
+
+    /// Takes the committed state of a project; follows whose ends are gone are dropped.
+    pub fn mirror(&self, state: &ProjectState) {
+        let members: Vec<Member> = state
+            .collaborators
+            .iter()
+            .map(|row| Member {
+                connection: crate::db::queries::projects::collaborator_connection(row),
+                user: row.user_id,
+                replica_id: row.replica_id as u32,
+                role: proto::ProjectRole::try_from(row.role as i32)
+                    .unwrap_or(proto::ProjectRole::Viewer),
+            })
+            .collect();
+        let mut projects = self.projects.write();
+        let share = projects.entry(state.project.id).or_insert_with(|| Share {
+            host: None,
+            members: Vec::new(),
+            follows: Vec::new(),
+        });
+        self.members_gauge
+            .add(members.len() as i64 - share.members.len() as i64);
+        share.host = state.host_connection();
+        share
+            .follows
+            .retain(|(a, b)| [a, b].iter().all(|c| members.iter().any(|m| m.connection == **c)));
+        share.members = members;
+        self.shared_gauge.set(projects.len() as i64);
+    }
+
+    pub fn remove(&self, project: ProjectId) {
+        let mut projects = self.projects.write();
+        if let Some(share) = projects.remove(&project) {
+            self.members_gauge.sub(share.members.len() as i64);
+        }
+        self.shared_gauge.set(projects.len() as i64);
+    }
+
+    pub fn member(&self, project: ProjectId, connection: ConnectionId) -> Option<Member> {
+        let projects = self.projects.read();
+        let share = projects.get(&project)?;
+        share
+            .members
+            .iter()
+            .find(|m| m.connection == connection)
+            .copied()
+    }
+
+    pub fn members(&self, project: ProjectId) -> Vec<Member> {
+        self.projects
+            .read()
+            .get(&project)
+            .map(|share| share.members.clone())
+            .unwrap_or_default()
+    }
+
+    /// The sender's membership (checked by `allow`), then `message` relayed to every
+    /// other collaborator, marked as the sender's. Returns the receivers' count.
+    pub fn relay<M: EnvelopedMessage>(
+        &self,
+        cluster: &Cluster,
+        project: ProjectId,
+        from: ConnectionId,
+        message: &M,
+        allow: impl FnOnce(&Member) -> Result<()>,
+    ) -> Result<usize> {
+        let projects = self.projects.read();
+        let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
+        let sender = share
+            .members
+            .iter()
+            .find(|m| m.connection == from)
+            .ok_or_else(|| not_joined(project))?;
+        allow(sender)?;
+        let mut sent = 0;
+        for member in share.members.iter().filter(|m| m.connection != from) {
+            match cluster.forward_send(from, member.connection, message.clone()) {
+                Ok(()) => sent += 1,
+                Err(error) => {
+                    tracing::debug!(receiver = %member.connection, %error, message = M::NAME, "relay skipped a receiver")
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// The sender must be a member and the host; returns the host.
+    fn host_of(&self, project: ProjectId, from: ConnectionId) -> Result<(Member, ConnectionId)> {
+        let projects = self.projects.read();
+        let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
+        let sender = share
+            .members
+            .iter()
+            .find(|m| m.connection == from)
+            .copied()
+            .ok_or_else(|| not_joined(project))?;
+        let host = share.host.ok_or_else(|| {
+            Error::unavailable("the project's host is not connected (it may be reconnecting)")
+        })?;
+        Ok((sender, host))
+    }
+
+    fn follow(&self, project: ProjectId, leader: ConnectionId, follower: ConnectionId) {
+        if let Some(share) = self.projects.write().get_mut(&project)
+            && !share.follows.contains(&(leader, follower))
+        {
+            share.follows.push((leader, follower));
+        }
+    }
+
+    fn unfollow(&self, project: ProjectId, leader: ConnectionId, follower: ConnectionId) -> bool {
+        let mut projects = self.projects.write();
+        let Some(share) = projects.get_mut(&project) else {
+            return false;
+        };
+        let before = share.follows.len();
+        share.follows.retain(|pair| *pair != (leader, follower));
+        share.follows.len() != before
+    }
+
+    fn followers(&self, project: ProjectId, leader: ConnectionId) -> Vec<ConnectionId> {
+        self.projects
+            .read()
+            .get(&project)
+            .map(|share| {
+                share
+                    .follows
+                    .iter()
+                    .filter(|(l, _)| *l == leader)
+                    .map(|(_, f)| *f)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Buffer operations: relayed to every other collaborator, never stored. Viewers may
+/// only move their cursors and selections.
+pub fn update_buffer(
+    request: proto::UpdateBuffer,
+    response: Response<proto::UpdateBuffer>,
+    session: &Session,
+) -> Result<()> {
+    let project = project_id(request.project_id)?;
+    let app = &session.state;
+    let edits = request
+        .operations
+        .iter()
+        .any(|op| op.kind != proto::buffer_operation::Kind::Selections as i32);
+    let sent = app.projects.relay(
+        &app.cluster,
+        project,
+        session.connection_id,
+        &request,
+        |sender| {
+            if edits && !sender.may_edit() {
+                return Err(Error::forbidden(
+                    "viewers may not edit; only selection updates are relayed",
+                ));
+            }
+            Ok(())
+        },
+    )?;
+    app.metrics
+        .buffer_operations_relayed
+        .inc_by((sent * request.operations.len()) as u64);
+    response.send(proto::Ack {})?;
+    Ok(())
+}
+
+/// A request a guest sends to the project's host through the server, declared once as
+/// read-only (anyone in the project) or mutating (editors and the host).
+pub trait ProjectRequest: RequestMessage {
+    const MUTATING: bool;
+    fn project_id(&self) -> u64;
+}
+
+macro_rules! project_requests {
+    (read_only: $($read:ident),* ; mutating: $($write:ident),* $(,)?) => {
+        $(impl ProjectRequest for proto::$read {
+            const MUTATING: bool = false;
+            fn project_id(&self) -> u64 { self.project_id }
+        })*
+        $(impl ProjectRequest for proto::$write {
+            const MUTATING: bool = true;
+            fn project_id(&self) -> u64 { self.project_id }
+        })*
+    };
+}
+
+project_requests! {
+    read_only: OpenBufferByPath, OpenBufferById, SearchProject, GetHover;
+    mutating: SaveBuffer, CreateProjectEntry,
+}
+
+/// Forwards `request` to the project's host and relays its answer or error back.
+pub async fn forward<M: ProjectRequest>(
+    request: M,
+    response: Response<M>,
+    session: Session,
+) -> Result<()> {
+    let project = project_id(request.project_id())?;
+    let app = &session.state;
+    let (sender, host) = app.projects.host_of(project, session.connection_id)?;
+    if M::MUTATING && !sender.may_edit() {
+        return Err(Error::forbidden(format!(
+            "viewers may not send {}",
+            M::NAME
+        )));
+    }
+    if host == session.connection_id {
+        return Err(Error::invalid("the host answers its own requests"));
+    }
+    let answer = app
+        .cluster
+        .forward_request(session.connection_id, host, request)
+        .await;
+    let outcome = match &answer {
+        Ok(_) => "ok",
+        Err(error) => error.code.as_str_name(),
+    };
+    app.metrics
+        .forwarded_requests
+        .with_label_values(&[M::NAME, outcome])
+        .inc();
+    response.send(answer?)?;
+    Ok(())
+}
+
+fn peer_id(value: Option<proto::PeerId>, field: &str) -> Result<ConnectionId> {
+    value
+        .map(ConnectionId::from)
+        .ok_or_else(|| Error::invalid(format!("{field} is required")))
+}
+
+/// Follows a collaborator: the request goes to the leader, whose view comes back; from
+/// then on the leader's `UpdateFollowers` reach this connection.
+pub async fn follow(
+    request: proto::Follow,
+    response: Response<proto::Follow>,
+    session: Session,
+) -> Result<()> {
+    let project = project_id(request.project_id)?;
+    let leader = peer_id(request.leader_id, "leader_id")?;
+    let app = &session.state;
+    let follower = session.connection_id;
+    if app.projects.member(project, follower).is_none() {
+        return Err(not_joined(project));
+    }
+    if leader == follower {
+        return Err(Error::invalid("you cannot follow yourself"));
+    }
+    if app.projects.member(project, leader).is_none() {
+        return Err(Error::not_found(format!(
+            "{leader} is not a collaborator of project {project}"
+        )));
+    }
+    let view = app.cluster.forward_request(follower, leader, request).await?;
+    // Both may have left while the leader answered.
+    if app.projects.member(project, leader).is_some()
+        && app.projects.member(project, follower).is_some()
+    {
+        app.projects.follow(project, leader, follower);
+    }
+    response.send(view)?;
+    Ok(())
+}
+
+pub async fn unfollow(
+    request: proto::Unfollow,
+    response: Response<proto::Unfollow>,
+    session: Session,
+) -> Result<()> {
+    let project = project_id(request.project_id)?;
+    let leader = peer_id(request.leader_id, "leader_id")?;
+    if !session
+        .state
+        .projects
+        .unfollow(project, leader, session.connection_id)
+    {
+        return Err(Error::not_found("you are not following that collaborator"));
+    }
+    response.send(proto::Ack {})?;
+    Ok(())
+}
+
+/// The leader's view, relayed to its followers in the project.
+pub fn update_followers(update: proto::UpdateFollowers, session: &Session) -> Result<()> {
+    let project = project_id(update.project_id)?;
+    let app = &session.state;
+    for follower in app.projects.followers(project, session.connection_id) {
+        if let Err(error) = app
+            .cluster
+            .forward_send(session.connection_id, follower, update.clone())
+        {
+            tracing::debug!(%follower, %error, "UpdateFollowers skipped a follower");
+        }
+    }
+    Ok(())
+}

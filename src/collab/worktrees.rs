@@ -1,0 +1,225 @@
+//! The worktree mirror of shared projects: the host's incremental `UpdateWorktree` and
+//! `UpdateDiagnosticSummary` (checked, committed, then relayed to the guests) and the
+//! stream of the whole mirror to a joiner, in chunks of `--max-worktree-chunk`.
+//!
+//! Both run under the project's lock, so a joiner receives its snapshot first and every
+//! later update after it.
+
+use super::{Session, project_relay::project_id};
+use crate::{
+    AppState,
+    db::{
+        ProjectId,
+        entities::{worktree, worktree_diagnostic_summary as summary, worktree_entry as entry},
+        queries::worktrees::WorktreeChunk,
+    },
+    error::{Error, Result},
+    rpc::{ConnectionId, Response, proto},
+};
+
+/// Paths are at most this long (bytes); longer ones are refused.
+const MAX_PATH_BYTES: usize = 4096;
+
+fn check_path(path: &str) -> Result<()> {
+    if path.is_empty() || path.len() > MAX_PATH_BYTES || path.contains('\0') {
+        return Err(Error::invalid(format!(
+            "a path must be 1 to {MAX_PATH_BYTES} bytes without NUL"
+        )));
+    }
+    Ok(())
+}
+
+fn to_i64(value: u64, field: &str) -> Result<i64> {
+    i64::try_from(value).map_err(|_| Error::invalid(format!("{field} {value} is too large")))
+}
+
+fn check_chunk(app: &AppState, items: usize) -> Result<()> {
+    let max = app.config.max_worktree_chunk as usize;
+    if items > max {
+        return Err(Error::invalid(format!(
+            "{items} entries in one message; the limit is {max} (--max-worktree-chunk): send the rest in more messages"
+        )));
+    }
+    Ok(())
+}
+
+fn chunk_of(update: &proto::UpdateWorktree) -> Result<WorktreeChunk> {
+    let scan_id = to_i64(update.scan_id, "scan_id")?;
+    if scan_id == 0 {
+        return Err(Error::invalid("scan ids start at 1"));
+    }
+    let mut updated = Vec::with_capacity(update.updated_entries.len());
+    for e in &update.updated_entries {
+        check_path(&e.path)?;
+        updated.push(entry::Model {
+            project_id: crate::db::ProjectId(0),
+            worktree_id: 0,
+            path: e.path.clone(),
+            is_dir: e.is_dir,
+            mtime_ms: to_i64(e.mtime_ms, "mtime_ms")?,
+            size: to_i64(e.size, "size")?,
+            is_ignored: e.is_ignored,
+            scan_id,
+        });
+    }
+    for path in &update.removed_paths {
+        check_path(path)?;
+    }
+    Ok(WorktreeChunk {
+        worktree_id: to_i64(update.worktree_id, "worktree_id")?,
+        updated,
+        removed: update.removed_paths.clone(),
+        scan_id,
+        is_last_update: update.is_last_update,
+    })
+}
+
+pub async fn update_worktree(
+    request: proto::UpdateWorktree,
+    response: Response<proto::UpdateWorktree>,
+    session: Session,
+) -> Result<()> {
+    let project = project_id(request.project_id)?;
+    let app = &session.state;
+    check_chunk(
+        app,
+        request.updated_entries.len() + request.removed_paths.len(),
+    )?;
+    let chunk = chunk_of(&request)?;
+    let _order = app.project_locks.lock(project).await;
+    app.db
+        .update_worktree(project, session.connection_id, chunk)
+        .await?;
+    app.projects.relay(
+        &app.cluster,
+        project,
+        session.connection_id,
+        &request,
+        |_| Ok(()),
+    )?;
+    response.send(proto::Ack {})?;
+    Ok(())
+}
+
+pub async fn update_diagnostic_summary(
+    request: proto::UpdateDiagnosticSummary,
+    response: Response<proto::UpdateDiagnosticSummary>,
+    session: Session,
+) -> Result<()> {
+    let project = project_id(request.project_id)?;
+    let app = &session.state;
+    check_chunk(app, request.summaries.len())?;
+    let worktree_id = to_i64(request.worktree_id, "worktree_id")?;
+    let mut summaries = Vec::with_capacity(request.summaries.len());
+    for s in &request.summaries {
+        check_path(&s.path)?;
+        summaries.push(summary::Model {
+            project_id: ProjectId(0),
+            worktree_id,
+            path: s.path.clone(),
+            language_server_id: to_i64(s.language_server_id, "language_server_id")?,
+            error_count: i32::try_from(s.error_count).unwrap_or(i32::MAX),
+            warning_count: i32::try_from(s.warning_count).unwrap_or(i32::MAX),
+        });
+    }
+    let _order = app.project_locks.lock(project).await;
+    app.db
+        .update_diagnostic_summaries(project, session.connection_id, worktree_id, summaries)
+        .await?;
+    app.projects.relay(
+        &app.cluster,
+        project,
+        session.connection_id,
+        &request,
+        |_| Ok(()),
+    )?;
+    response.send(proto::Ack {})?;
+    Ok(())
+}
+
+fn entry_to_proto(row: entry::Model) -> proto::WorktreeEntry {
+    proto::WorktreeEntry {
+        path: row.path,
+        is_dir: row.is_dir,
+        mtime_ms: row.mtime_ms.max(0) as u64,
+        size: row.size.max(0) as u64,
+        is_ignored: row.is_ignored,
+    }
+}
+
+/// Sends the project's mirror to `joiner`: each worktree's entries in chunks (the last
+/// chunk of each worktree has `is_last_update`, even when the worktree is empty), then
+/// the diagnostic summaries. Each chunk waits for room in the joiner's queue, so a
+/// large tree neither trips the slow-consumer cut nor sits in memory at once.
+pub(super) async fn stream_to_joiner(
+    app: &AppState,
+    joiner: ConnectionId,
+    project: ProjectId,
+    worktrees: &[worktree::Model],
+) -> Result<()> {
+    let limit = app.config.max_worktree_chunk as usize;
+    for tree in worktrees {
+        let mut after: Option<String> = None;
+        loop {
+            let mut page = app
+                .db
+                .worktree_entries_page(project, tree.id, after.as_deref(), limit + 1)
+                .await?;
+            let more = page.len() > limit;
+            page.truncate(limit);
+            after = page.last().map(|row| row.path.clone());
+            app.metrics.join_entries_streamed.inc_by(page.len() as u64);
+            let chunk = proto::UpdateWorktree {
+                project_id: project.to_proto(),
+                worktree_id: tree.id as u64,
+                root_name: tree.root_name.clone(),
+                updated_entries: page.into_iter().map(entry_to_proto).collect(),
+                removed_paths: Vec::new(),
+                scan_id: tree.scan_id as u64,
+                is_last_update: !more,
+            };
+            app.cluster.send_paced(joiner, chunk).await?;
+            if !more {
+                break;
+            }
+        }
+    }
+    let mut after = None;
+    loop {
+        let page = app
+            .db
+            .diagnostic_summaries_page(project, after.clone(), limit)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = Some((last.worktree_id, last.path.clone()));
+        let full = page.len() == limit;
+        // One message per worktree within the page.
+        let mut rest = page.as_slice();
+        while let Some(first) = rest.first() {
+            let split = rest
+                .iter()
+                .position(|s| s.worktree_id != first.worktree_id)
+                .unwrap_or(rest.len());
+            let (same, tail) = rest.split_at(split);
+            let message = proto::UpdateDiagnosticSummary {
+                project_id: project.to_proto(),
+                worktree_id: first.worktree_id as u64,
+                summaries: same
+                    .iter()
+                    .map(|s| proto::DiagnosticSummary {
+                        path: s.path.clone(),
+                        language_server_id: s.language_server_id as u64,
+                        error_count: s.error_count as u32,
+                        warning_count: s.warning_count as u32,
+                    })
+                    .collect(),
+            };
+            app.cluster.send_paced(joiner, message).await?;
+            rest = tail;
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(())
+}
