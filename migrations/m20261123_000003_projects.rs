@@ -184,11 +184,7 @@ impl MigrationTrait for Migration {
                     .col(boolean(Worktrees::Visible))
                     .col(big_integer(Worktrees::ScanId))
                     .col(big_integer(Worktrees::CompletedScanId))
-                    .primary_key(
-                        Index::create()
-                            .col(Worktrees::ProjectId)
-                            .col(Worktrees::Id),
-                    )
+                    .primary_key(Index::create().col(Worktrees::ProjectId).col(Worktrees::Id))
                     .foreign_key(
                         ForeignKey::create()
                             .from(Worktrees::Table, Worktrees::ProjectId)

@@ -237,10 +237,11 @@ async fn rooms_story(backend: Backend) {
         .await;
     }
 
-    // Bob opens shared project 7: Alice sees where he is.
-    open_project(&bob_desktop, room_id, 7).await;
-    room_until(&alice_client, "Bob in project 7", |room| {
-        participant(room, bob).and_then(|p| p.location) == Some(shared_project(7))
+    // Bob shares a project and opens it: Alice sees where he is.
+    let project = share_empty_project(&bob_desktop, room_id).await;
+    open_project(&bob_desktop, room_id, project).await;
+    room_until(&alice_client, "Bob in his project", |room| {
+        participant(room, bob).and_then(|p| p.location) == Some(shared_project(project))
     })
     .await;
 
@@ -414,9 +415,10 @@ async fn rejoin_within_the_grace(backend: Backend) {
     .await;
 
     // He is really back: his location updates reach Alice.
-    open_project(&bob_again, room_id, 3).await;
-    room_until(&alice_client, "Bob in project 3", |room| {
-        participant(room, bob).and_then(|p| p.location) == Some(shared_project(3))
+    let project = share_empty_project(&bob_again, room_id).await;
+    open_project(&bob_again, room_id, project).await;
+    room_until(&alice_client, "Bob in his new project", |room| {
+        participant(room, bob).and_then(|p| p.location) == Some(shared_project(project))
     })
     .await;
     server.stop().await;
@@ -497,8 +499,20 @@ async fn room_updates_arrive_in_commit_order(backend: Backend) {
         .await;
     }
 
+    let mut projects = Vec::new();
+    for _ in 0..10 {
+        projects.push(share_empty_project(&alice_client, room_id).await);
+    }
+    let projects = &projects;
+    let alice = alice_client.user_id();
+    for client in clients {
+        room_until(client, "ten projects shared", |room| {
+            participant(room, alice).map(|p| p.projects.len()) == Some(10)
+        })
+        .await;
+    }
     let moves = clients.map(|client| async move {
-        for project_id in 1..=10 {
+        for &project_id in projects {
             let location = Some(shared_project(project_id));
             client
                 .request(proto::UpdateParticipantLocation { room_id, location })
@@ -511,7 +525,7 @@ async fn room_updates_arrive_in_commit_order(backend: Backend) {
     let at_ten = |room: &proto::Room| {
         room.participants
             .iter()
-            .all(|p| p.location.is_some_and(|l| l.project_id == 10))
+            .all(|p| p.location.is_some_and(|l| l.project_id == projects[9]))
     };
     let mut sequences = Vec::new();
     for client in clients {
@@ -592,7 +606,8 @@ async fn three_participants_with_locations_and_roles(backend: Backend) {
         })
         .await
         .unwrap();
-    open_project(&carol_client, room_id, 5).await;
+    let project = share_empty_project(&carol_client, room_id).await;
+    open_project(&carol_client, room_id, project).await;
     let role = |user_id, role: proto::ParticipantRole| proto::SetRoomParticipantRole {
         room_id,
         user_id,
@@ -627,7 +642,8 @@ async fn three_participants_with_locations_and_roles(backend: Backend) {
             p.role == proto::ParticipantRole::Guest as i32
                 && p.location.is_some_and(|l| l.kind == external.kind)
         }) && participant(room, carol).is_some_and(|p| {
-            p.role == proto::ParticipantRole::Admin as i32 && p.location == Some(shared_project(5))
+            p.role == proto::ParticipantRole::Admin as i32
+                && p.location == Some(shared_project(project))
         }) && participant(room, alice)
             .is_some_and(|p| p.role == proto::ParticipantRole::Admin as i32)
     };

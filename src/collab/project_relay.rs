@@ -56,9 +56,7 @@ pub fn project_id(value: u64) -> Result<ProjectId> {
 }
 
 fn not_joined(project: ProjectId) -> Error {
-    Error::forbidden(format!(
-        "this connection has not joined project {project}"
-    ))
+    Error::forbidden(format!("this connection has not joined project {project}"))
 }
 
 impl ProjectRelay {
@@ -92,9 +90,11 @@ impl ProjectRelay {
         self.members_gauge
             .add(members.len() as i64 - share.members.len() as i64);
         share.host = state.host_connection();
-        share
-            .follows
-            .retain(|(a, b)| [a, b].iter().all(|c| members.iter().any(|m| m.connection == **c)));
+        share.follows.retain(|(a, b)| {
+            [a, b]
+                .iter()
+                .all(|c| members.iter().any(|m| m.connection == **c))
+        });
         share.members = members;
         self.shared_gauge.set(projects.len() as i64);
     }
@@ -326,7 +326,10 @@ pub async fn follow(
             "{leader} is not a collaborator of project {project}"
         )));
     }
-    let view = app.cluster.forward_request(follower, leader, request).await?;
+    let view = app
+        .cluster
+        .forward_request(follower, leader, request)
+        .await?;
     // Both may have left while the leader answered.
     if app.projects.member(project, leader).is_some()
         && app.projects.member(project, follower).is_some()
@@ -360,9 +363,9 @@ pub fn update_followers(update: proto::UpdateFollowers, session: &Session) -> Re
     let project = project_id(update.project_id)?;
     let app = &session.state;
     for follower in app.projects.followers(project, session.connection_id) {
-        if let Err(error) = app
-            .cluster
-            .forward_send(session.connection_id, follower, update.clone())
+        if let Err(error) =
+            app.cluster
+                .forward_send(session.connection_id, follower, update.clone())
         {
             tracing::debug!(%follower, %error, "UpdateFollowers skipped a follower");
         }

@@ -64,7 +64,9 @@ fn new_worktrees(app: &AppState, list: Vec<proto::WorktreeMetadata>) -> Result<V
             return Err(Error::invalid(format!("worktree id {id} appears twice")));
         }
         if tree.root_name.is_empty() || tree.root_name.len() > 255 {
-            return Err(Error::invalid("a worktree's root name must be 1 to 255 bytes"));
+            return Err(Error::invalid(
+                "a worktree's root name must be 1 to 255 bytes",
+            ));
         }
         worktrees.push(NewWorktree {
             id,
@@ -245,7 +247,12 @@ pub async fn reshare_project(
     let _order = app.project_locks.lock(project).await;
     let (state, old) = app
         .db
-        .reshare_project(project, session.connection_id, session.user_id(), old_is_gone)
+        .reshare_project(
+            project,
+            session.connection_id,
+            session.user_id(),
+            old_is_gone,
+        )
         .await?;
     app.projects.mirror(&state);
     if let Some(host) = state.collaborators.iter().find(|c| c.is_host) {

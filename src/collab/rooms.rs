@@ -452,16 +452,6 @@ pub async fn update_participant_location(
         _ => None,
     };
     let app = &session.state;
-    if let Some(project) = project_id
-        && !app
-            .db
-            .project_in_room(crate::db::ProjectId(project as i32), room)
-            .await?
-    {
-        return Err(Error::not_found(format!(
-            "project {project} is not shared in room {room}"
-        )));
-    }
     let _order = app.room_locks.lock(room).await;
     let state = app
         .db

@@ -45,9 +45,6 @@ fn check_chunk(app: &AppState, items: usize) -> Result<()> {
 
 fn chunk_of(update: &proto::UpdateWorktree) -> Result<WorktreeChunk> {
     let scan_id = to_i64(update.scan_id, "scan_id")?;
-    if scan_id == 0 {
-        return Err(Error::invalid("scan ids start at 1"));
-    }
     let mut updated = Vec::with_capacity(update.updated_entries.len());
     for e in &update.updated_entries {
         check_path(&e.path)?;

@@ -428,7 +428,8 @@ impl Peer {
         let max_messages = state.outgoing.max_capacity();
         let has_room = |state: &ConnectionState| {
             max_messages - state.outgoing.capacity() <= max_messages / 2
-                && state.queued_bytes.load(Ordering::Relaxed) <= self.config.outgoing_queue_bytes / 2
+                && state.queued_bytes.load(Ordering::Relaxed)
+                    <= self.config.outgoing_queue_bytes / 2
         };
         let wait = async {
             loop {
@@ -444,7 +445,10 @@ impl Peer {
                 }
             }
         };
-        if tokio::time::timeout(self.config.write_timeout, wait).await.is_err() {
+        if tokio::time::timeout(self.config.write_timeout, wait)
+            .await
+            .is_err()
+        {
             return Err(RpcError::timeout(T::NAME).with_tag("peer", to));
         }
         if state.killed.is_cancelled() {

@@ -153,7 +153,11 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
             TypeId::of::<M>(),
             M::NAME,
             Box::new(move |sender, envelope, session| {
-                let Some(TypedEnvelope { message_id, payload, .. }) = into_typed::<M>(sender, envelope)
+                let Some(TypedEnvelope {
+                    message_id,
+                    payload,
+                    ..
+                }) = into_typed::<M>(sender, envelope)
                 else {
                     return futures::future::ready(()).boxed();
                 };
@@ -169,7 +173,10 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
                 let error = match outcome {
                     Ok(Ok(())) if responded.load(Ordering::SeqCst) => None,
                     Ok(Ok(())) => {
-                        tracing::error!(message = M::NAME, "request handler returned without responding");
+                        tracing::error!(
+                            message = M::NAME,
+                            "request handler returned without responding"
+                        );
                         Some(RpcError::internal())
                     }
                     Ok(Err(error)) => Some(error.into()),

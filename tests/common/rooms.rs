@@ -139,6 +139,18 @@ pub fn presence_at(line: u32) -> proto::UpdatePresence {
 }
 
 /// `client`'s participant moves to shared project `project_id` (and the server agrees).
+/// Shares an empty project from `client` into `room_id`; returns its id.
+pub async fn share_empty_project(client: &Client, room_id: u64) -> u64 {
+    client
+        .request(proto::ShareProject {
+            room_id,
+            worktrees: Vec::new(),
+        })
+        .await
+        .expect("project shared")
+        .project_id
+}
+
 pub async fn open_project(client: &Client, room_id: u64, project_id: u64) {
     let location = Some(shared_project(project_id));
     client

@@ -6,8 +6,7 @@ use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait, PaginatorTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -223,14 +222,18 @@ impl Database {
                         Error::forbidden("join the project's room on this connection first")
                     })?;
                 if participant.answering_connection_lost {
-                    return Err(Error::forbidden("this connection's place in the room is lost"));
+                    return Err(Error::forbidden(
+                        "this connection's place in the room is lost",
+                    ));
                 }
                 if state
                     .collaborators
                     .iter()
                     .any(|c| collaborator_connection(c) == connection)
                 {
-                    return Err(Error::conflict("this connection has already joined the project"));
+                    return Err(Error::conflict(
+                        "this connection has already joined the project",
+                    ));
                 }
                 let role = if participant.role == ParticipantRole::Guest as i16 {
                     ProjectRole::Viewer
@@ -273,7 +276,9 @@ impl Database {
                     .filter(connection_filter(connection))
                     .one(tx)
                     .await?
-                    .ok_or_else(|| Error::not_found("this connection has not joined the project"))?;
+                    .ok_or_else(|| {
+                        Error::not_found("this connection has not joined the project")
+                    })?;
                 if row.is_host {
                     return Err(Error::invalid("the host unshares the project instead"));
                 }
@@ -301,7 +306,11 @@ impl Database {
     }
 
     /// The host's connection dropped: its projects wait out the grace (no host).
-    pub async fn host_connection_lost(&self, id: ProjectId, connection: ConnectionId) -> Result<()> {
+    pub async fn host_connection_lost(
+        &self,
+        id: ProjectId,
+        connection: ConnectionId,
+    ) -> Result<()> {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let state = load(tx, id).await?;
@@ -347,7 +356,9 @@ impl Database {
                     return Err(Error::conflict("this connection already hosts the project"));
                 }
                 if !state.project.host_connection_lost && !old_is_gone(old) {
-                    return Err(Error::conflict("the project is hosted by a live connection"));
+                    return Err(Error::conflict(
+                        "the project is hosted by a live connection",
+                    ));
                 }
                 // A guest row of the new connection would collide with the host's.
                 collaborator::Entity::delete_many()
@@ -407,14 +418,6 @@ impl Database {
         .await
     }
 
-    /// Whether `project` is shared in `room`.
-    pub async fn project_in_room(&self, id: ProjectId, room: RoomId) -> Result<bool> {
-        Ok(project::Entity::find_by_id(id)
-            .one(&self.conn)
-            .await?
-            .is_some_and(|p| p.room_id == room))
-    }
-
     /// Projects whose host is not an answered participant of the project's room any
     /// more (it left, or the sweep removed it after its server went away).
     pub async fn orphaned_projects(&self) -> Result<Vec<ProjectId>> {
@@ -430,8 +433,11 @@ impl Database {
                     .equals((project::Entity, project::Column::HostUserId)),
             )
             .and_where(
-                Expr::col((participant::Entity, participant::Column::AnsweringConnectionId))
-                    .is_not_null(),
+                Expr::col((
+                    participant::Entity,
+                    participant::Column::AnsweringConnectionId,
+                ))
+                .is_not_null(),
             )
             .to_owned();
         Ok(project::Entity::find()

@@ -470,6 +470,17 @@ impl Database {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let row = require_participant(tx, room_id, connection).await?;
+                if let Some(id) = project_id {
+                    let shared_here = project::Entity::find_by_id(ProjectId(id as i32))
+                        .one(tx)
+                        .await?
+                        .is_some_and(|p| p.room_id == room_id);
+                    if !shared_here {
+                        return Err(Error::not_found(format!(
+                            "project {id} is not shared in room {room_id}"
+                        )));
+                    }
+                }
                 let mut active: participant::ActiveModel = row.into();
                 active.location_kind = Set(kind);
                 active.location_project_id = Set(project_id);

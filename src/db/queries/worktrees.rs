@@ -3,10 +3,8 @@
 //! them; joiners read them back in pages.
 
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::OnConflict,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, sea_query::OnConflict,
 };
 
 use super::{
@@ -72,7 +70,9 @@ impl Database {
                 let mut added = Vec::new();
                 for new in worktrees {
                     match existing.iter().find(|w| w.id == new.id) {
-                        Some(old) if old.root_name != new.root_name || old.visible != new.visible => {
+                        Some(old)
+                            if old.root_name != new.root_name || old.visible != new.visible =>
+                        {
                             let mut active: worktree::ActiveModel = old.clone().into();
                             active.root_name = Set(new.root_name);
                             active.visible = Set(new.visible);
@@ -115,7 +115,7 @@ impl Database {
                 }
                 if chunk.scan_id == tree.completed_scan_id {
                     return Err(Error::conflict(format!(
-                        "scan {} is already complete; a new scan needs a higher scan id",
+                        "scan {} is already complete; a new scan needs a higher scan id (they start at 1)",
                         chunk.scan_id
                     )));
                 }
