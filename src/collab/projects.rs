@@ -379,9 +379,26 @@ pub async fn grace_ended(app: &AppState, connection: ConnectionId) -> Result<()>
     Ok(())
 }
 
-/// Projects whose host is no longer in the room (its server went away and the sweep
-/// removed it) are unshared. Run by the sweep of gone servers.
+/// Run by the sweep of gone servers: guests on those servers leave their projects, and
+/// projects whose host is no longer in the room (the sweep removed it after the grace)
+/// are unshared.
 pub async fn sweep_orphans(app: &AppState) -> Result<()> {
+    let removed = app
+        .db
+        .sweep_gone_collaborators(app.server_id, alive_since(app))
+        .await?;
+    for (project, guest) in removed {
+        let _order = app.project_locks.lock(project).await;
+        let Ok(state) = app.db.get_project(project).await else {
+            continue;
+        };
+        app.projects.mirror(&state);
+        let message = proto::RemoveProjectCollaborator {
+            project_id: project.to_proto(),
+            peer_id: Some(guest.into()),
+        };
+        app.cluster.broadcast(others(&state, guest), &message);
+    }
     for project in app.db.orphaned_projects().await? {
         let Ok(state) = app.db.get_project(project).await else {
             continue;

@@ -18,7 +18,7 @@ use super::{
             worktree,
         },
     },
-    rooms::{RoomState, load as load_room, require_participant},
+    rooms::{RoomState, gone_servers, load as load_room, require_participant},
 };
 use crate::{
     error::{Error, Result},
@@ -413,6 +413,43 @@ impl Database {
                     changed.push(active.update(tx).await?);
                 }
                 Ok((load(tx, id).await?, changed))
+            })
+        })
+        .await
+    }
+
+    /// Collaborators on servers that are gone (stopped, or silent past `alive_since`):
+    /// guests are removed, hosts marked lost (their projects wait for a reshare or the
+    /// orphan sweep). Returns the removed guests.
+    pub async fn sweep_gone_collaborators(
+        &self,
+        this: crate::db::ServerId,
+        alive_since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<(ProjectId, ConnectionId)>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let gone = gone_servers(tx, this.0, Utc::now(), alive_since).await?;
+                if gone.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let guests = collaborator::Entity::find()
+                    .filter(collaborator::Column::ConnectionServerId.is_in(gone.clone()))
+                    .filter(collaborator::Column::IsHost.eq(false))
+                    .all(tx)
+                    .await?;
+                collaborator::Entity::delete_many()
+                    .filter(collaborator::Column::Id.is_in(guests.iter().map(|row| row.id)))
+                    .exec(tx)
+                    .await?;
+                project::Entity::update_many()
+                    .col_expr(project::Column::HostConnectionLost, Expr::value(true))
+                    .filter(project::Column::HostConnectionServerId.is_in(gone))
+                    .exec(tx)
+                    .await?;
+                Ok(guests
+                    .iter()
+                    .map(|row| (row.project_id, collaborator_connection(row)))
+                    .collect())
             })
         })
         .await

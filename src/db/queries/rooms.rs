@@ -535,7 +535,7 @@ impl Database {
 
 /// The ids of servers other than `this` that stopped before `stopped_before` or whose last
 /// heartbeat is older than `heartbeat_before`.
-async fn gone_servers(
+pub(super) async fn gone_servers(
     tx: &impl ConnectionTrait,
     this: i32,
     stopped_before: chrono::DateTime<Utc>,
