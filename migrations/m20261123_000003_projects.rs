@@ -29,6 +29,7 @@ enum Projects {
     HostConnectionId,
     HostConnectionServerId,
     HostConnectionLost,
+    HostLostAt,
     CreatedAt,
 }
 
@@ -55,6 +56,7 @@ enum Worktrees {
     Visible,
     ScanId,
     CompletedScanId,
+    EntryCount,
 }
 
 #[derive(DeriveIden)]
@@ -107,6 +109,7 @@ impl MigrationTrait for Migration {
                     .col(integer_null(Projects::HostConnectionId))
                     .col(integer_null(Projects::HostConnectionServerId))
                     .col(boolean(Projects::HostConnectionLost).default(false))
+                    .col(timestamp_with_time_zone_null(Projects::HostLostAt))
                     .col(timestamp_with_time_zone(Projects::CreatedAt))
                     .foreign_key(
                         ForeignKey::create()
@@ -184,6 +187,7 @@ impl MigrationTrait for Migration {
                     .col(boolean(Worktrees::Visible))
                     .col(big_integer(Worktrees::ScanId))
                     .col(big_integer(Worktrees::CompletedScanId))
+                    .col(big_integer(Worktrees::EntryCount).default(0))
                     .primary_key(Index::create().col(Worktrees::ProjectId).col(Worktrees::Id))
                     .foreign_key(
                         ForeignKey::create()

@@ -186,8 +186,13 @@ pub struct Config {
     pub max_worktree_chunk: u32,
 
     /// Worktrees one shared project may have.
-    #[arg(long, env = "COLLAB_MAX_WORKTREES_PER_PROJECT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(long, env = "COLLAB_MAX_WORKTREES_PER_PROJECT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_worktrees_per_project: u32,
+
+    /// Entries (and, separately, diagnostic summaries) one worktree of a shared project
+    /// may hold in the server's mirror.
+    #[arg(long, env = "COLLAB_MAX_WORKTREE_ENTRIES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_worktree_entries: u64,
 
     /// Projects one connection may share at once.
     #[arg(long, env = "COLLAB_MAX_PROJECTS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]

@@ -73,4 +73,6 @@ pub struct AppState {
     pub livekit: Option<Arc<livekit::LiveKit>>,
     /// One permit per allowed RPC connection (`--max-connections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Turns for project join streams (`collab::projects::MAX_JOIN_STREAMS`).
+    pub join_streams: tokio::sync::Semaphore,
 }

@@ -142,6 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         rooms: Default::default(),
         livekit,
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        join_streams: tokio::sync::Semaphore::new(collab::projects::MAX_JOIN_STREAMS),
         config,
     });
     let rpc = Arc::new(collab::build_server(peer, state.config.max_in_flight));

@@ -10,9 +10,15 @@
 //! envelope of the connection is read, so a sender's operations are relayed in the
 //! order it sent them.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use prometheus::IntGauge;
 
 use super::Session;
@@ -23,12 +29,44 @@ use crate::{
     rpc::{ConnectionId, EnvelopedMessage, RequestMessage, Response, proto},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Member {
     pub connection: ConnectionId,
     pub user: UserId,
     pub replica_id: u32,
     pub role: proto::ProjectRole,
+    /// Set while the member's join stream runs: relays to it wait here.
+    catch_up: Option<Arc<CatchUp>>,
+}
+
+/// Deferred deliveries at most, per joiner, while its join stream runs; past it the
+/// joiner cannot be brought up to date and its join fails.
+const MAX_DEFERRED: usize = 4096;
+
+type Deferred = Box<dyn FnOnce(&Cluster) + Send + Sync>;
+
+/// Relays held back for a joiner until its snapshot has been streamed, so it never sees
+/// a change before the state it applies to.
+#[derive(Default)]
+pub struct CatchUp {
+    deferred: Mutex<Vec<Deferred>>,
+    overflowed: AtomicBool,
+}
+
+impl CatchUp {
+    fn defer(&self, send: Deferred) {
+        let mut deferred = self.deferred.lock();
+        if deferred.len() >= MAX_DEFERRED {
+            self.overflowed.store(true, Ordering::Relaxed);
+        } else {
+            deferred.push(send);
+        }
+    }
+
+    /// More changes arrived during the stream than can be held back.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Relaxed)
+    }
 }
 
 impl Member {
@@ -70,18 +108,44 @@ impl ProjectRelay {
 
     /// Takes the committed state of a project; follows whose ends are gone are dropped.
     pub fn mirror(&self, state: &ProjectState) {
+        self.mirror_joining(state, None);
+    }
+
+    /// Like `mirror`, with `joiner`'s relays held back until `finish_catch_up`.
+    pub fn mirror_joining(
+        &self,
+        state: &ProjectState,
+        joiner: Option<ConnectionId>,
+    ) -> Option<Arc<CatchUp>> {
+        let mut projects = self.projects.write();
+        let old = projects.get(&state.project.id);
+        let joining = joiner.map(|_| Arc::new(CatchUp::default()));
         let members: Vec<Member> = state
             .collaborators
             .iter()
-            .map(|row| Member {
-                connection: crate::db::queries::projects::collaborator_connection(row),
-                user: row.user_id,
-                replica_id: row.replica_id as u32,
-                role: proto::ProjectRole::try_from(row.role as i32)
-                    .unwrap_or(proto::ProjectRole::Viewer),
+            .map(|row| {
+                let connection = crate::db::queries::projects::collaborator_connection(row);
+                let catch_up = if Some(connection) == joiner {
+                    joining.clone()
+                } else {
+                    old.and_then(|share| {
+                        share
+                            .members
+                            .iter()
+                            .find(|m| m.connection == connection)
+                            .and_then(|m| m.catch_up.clone())
+                    })
+                };
+                Member {
+                    connection,
+                    user: row.user_id,
+                    replica_id: row.replica_id as u32,
+                    role: proto::ProjectRole::try_from(row.role as i32)
+                        .unwrap_or(proto::ProjectRole::Viewer),
+                    catch_up,
+                }
             })
             .collect();
-        let mut projects = self.projects.write();
         let share = projects.entry(state.project.id).or_insert_with(|| Share {
             host: None,
             members: Vec::new(),
@@ -97,6 +161,54 @@ impl ProjectRelay {
         });
         share.members = members;
         self.shared_gauge.set(projects.len() as i64);
+        joining
+    }
+
+    /// The joiner's stream is done: what was held back goes out now, in order, and
+    /// later relays go straight to it. Fails when too much was held back.
+    pub fn finish_catch_up(
+        &self,
+        project: ProjectId,
+        joiner: ConnectionId,
+        cluster: &Cluster,
+    ) -> Result<()> {
+        let mut projects = self.projects.write();
+        let Some(member) = projects
+            .get_mut(&project)
+            .and_then(|share| share.members.iter_mut().find(|m| m.connection == joiner))
+        else {
+            // It left (or the project ended) meanwhile; nothing to deliver.
+            return Ok(());
+        };
+        let Some(catch_up) = member.catch_up.take() else {
+            return Ok(());
+        };
+        if catch_up.overflowed() {
+            return Err(Error::unavailable(
+                "the project changed too much while it was being sent; join again",
+            ));
+        }
+        for send in catch_up.deferred.lock().drain(..) {
+            send(cluster);
+        }
+        Ok(())
+    }
+
+    /// Drops entries of projects that no longer exist (e.g. deleted with their room).
+    pub fn retain(&self, exists: impl Fn(ProjectId) -> bool) {
+        let mut projects = self.projects.write();
+        projects.retain(|id, share| {
+            let keep = exists(*id);
+            if !keep {
+                self.members_gauge.sub(share.members.len() as i64);
+            }
+            keep
+        });
+        self.shared_gauge.set(projects.len() as i64);
+    }
+
+    pub fn project_ids(&self) -> Vec<ProjectId> {
+        self.projects.read().keys().copied().collect()
     }
 
     pub fn remove(&self, project: ProjectId) {
@@ -114,7 +226,7 @@ impl ProjectRelay {
             .members
             .iter()
             .find(|m| m.connection == connection)
-            .copied()
+            .cloned()
     }
 
     pub fn members(&self, project: ProjectId) -> Vec<Member> {
@@ -145,6 +257,16 @@ impl ProjectRelay {
         allow(sender)?;
         let mut sent = 0;
         for member in share.members.iter().filter(|m| m.connection != from) {
+            if let Some(catch_up) = &member.catch_up {
+                let (to, message) = (member.connection, message.clone());
+                catch_up.defer(Box::new(move |cluster: &Cluster| {
+                    if let Err(error) = cluster.forward_send(from, to, message) {
+                        tracing::debug!(receiver = %to, %error, "deferred relay skipped a receiver");
+                    }
+                }));
+                sent += 1;
+                continue;
+            }
             match cluster.forward_send(from, member.connection, message.clone()) {
                 Ok(()) => sent += 1,
                 Err(error) => {
@@ -163,7 +285,7 @@ impl ProjectRelay {
             .members
             .iter()
             .find(|m| m.connection == from)
-            .copied()
+            .cloned()
             .ok_or_else(|| not_joined(project))?;
         let host = share.host.ok_or_else(|| {
             Error::unavailable("the project's host is not connected (it may be reconnecting)")

@@ -152,6 +152,10 @@ async fn unshare(
     Ok(room)
 }
 
+/// Join streams that may run at once: each holds a database snapshot (a pooled
+/// connection) while it sends; more joiners wait for a turn.
+pub const MAX_JOIN_STREAMS: usize = 4;
+
 pub async fn join_project(
     request: proto::JoinProject,
     response: Response<proto::JoinProject>,
@@ -160,16 +164,29 @@ pub async fn join_project(
     let project = project_id(request.project_id)?;
     let app = &session.state;
     let joiner = session.connection_id;
-    let _order = app.project_locks.lock(project).await;
-    let (state, row) = app.db.join_project(project, joiner).await?;
-    let worktrees = app.db.worktrees(project).await?;
-    app.projects.mirror(&state);
+    let room = app.db.get_project(project).await?.project.room_id;
+    let _turn = app
+        .join_streams
+        .acquire()
+        .await
+        .map_err(|_| Error::unavailable("the server is shutting down"))?;
+    // The room's lock too: a LeaveRoom of this connection cannot slip between the
+    // membership check and the new collaborator row.
+    let room_order = app.room_locks.lock(room).await;
+    let order = app.project_locks.lock(project).await;
+    let (state, row, worktrees) = app.db.join_project(project, joiner).await?;
+    // Every writer of the mirror takes the project's lock, so this snapshot is exactly
+    // the committed state the relays below start from.
+    let snapshot = app.db.begin_snapshot().await;
+    let catch_up = app.projects.mirror_joining(&state, Some(joiner));
     let added = proto::AddProjectCollaborator {
         project_id: project.to_proto(),
         collaborator: Some(collaborator_to_proto(&row)),
     };
     app.cluster.broadcast(others(&state, joiner), &added);
-    response.send(proto::JoinProjectResponse {
+    drop(order);
+    drop(room_order);
+    let answered = response.send(proto::JoinProjectResponse {
         project_id: project.to_proto(),
         replica_id: row.replica_id as u32,
         role: row.role as i32,
@@ -180,15 +197,24 @@ pub async fn join_project(
             .map(collaborator_to_proto)
             .collect(),
         worktrees: worktrees.iter().map(worktree_to_proto).collect(),
-    })?;
-    // Still under the project's lock: no update can slip between the snapshot and the
-    // relays that follow it.
-    if let Err(error) = stream_to_joiner(app, joiner, project, &worktrees).await {
-        // A joiner with half a worktree would show a wrong tree: end its session, as
-        // for any consumer that cannot keep up.
+    });
+    // The stream runs without the locks: relays meanwhile wait in `catch_up` and go
+    // out after it.
+    let streamed = match (answered, snapshot) {
+        (Ok(()), Ok(snapshot)) => {
+            let catch_up = catch_up.as_deref();
+            stream_to_joiner(app, &snapshot, joiner, project, &worktrees, catch_up).await
+        }
+        (Err(error), _) => Err(error.into()),
+        (_, Err(error)) => Err(error),
+    }
+    .and_then(|()| app.projects.finish_catch_up(project, joiner, &app.cluster));
+    if let Err(error) = streamed {
+        // A joiner with half a project would show a wrong tree: end its session, as
+        // for any consumer that cannot keep up; it joins again after reconnecting.
         tracing::warn!(%error, %joiner, "could not stream a project to its joiner");
         app.peer
-            .disconnect(joiner, "could not stream the project in time");
+            .disconnect(joiner, "could not stream the project to this connection");
     }
     Ok(())
 }
@@ -245,7 +271,7 @@ pub async fn reshare_project(
         }
     });
     let _order = app.project_locks.lock(project).await;
-    let (state, old) = app
+    let (state, old, was_guest) = app
         .db
         .reshare_project(
             project,
@@ -255,6 +281,15 @@ pub async fn reshare_project(
         )
         .await?;
     app.projects.mirror(&state);
+    if was_guest {
+        // Its guest place is now the host's.
+        let removed = proto::RemoveProjectCollaborator {
+            project_id: project.to_proto(),
+            peer_id: Some(session.connection_id.into()),
+        };
+        app.cluster
+            .broadcast(others(&state, session.connection_id), &removed);
+    }
     if let Some(host) = state.collaborators.iter().find(|c| c.is_host) {
         let update = proto::UpdateProjectCollaborator {
             project_id: project.to_proto(),
@@ -338,12 +373,24 @@ pub(super) async fn left_room(
 ) -> Result<()> {
     let (hosted, joined) = app.db.projects_of_connection(connection).await?;
     for project in hosted {
-        unshare(app, project, Some(connection), reason).await?;
+        already_done(
+            unshare(app, project, Some(connection), reason)
+                .await
+                .map(drop),
+        )?;
     }
     for project in joined {
-        remove_guest(app, project, connection).await?;
+        already_done(remove_guest(app, project, connection).await)?;
     }
     Ok(())
+}
+
+/// A project that vanished meanwhile (unshared concurrently) needs no more cleanup.
+fn already_done(outcome: Result<()>) -> Result<()> {
+    match outcome {
+        Err(error) if error.code() == proto::ErrorCode::NotFound => Ok(()),
+        outcome => outcome,
+    }
 }
 
 /// A connection ended: it leaves the projects it joined at once (a guest rejoins with a
@@ -351,12 +398,18 @@ pub(super) async fn left_room(
 pub async fn connection_lost(app: &AppState, connection: ConnectionId) -> Result<()> {
     let (hosted, joined) = app.db.projects_of_connection(connection).await?;
     for project in joined {
-        remove_guest(app, project, connection).await?;
+        already_done(remove_guest(app, project, connection).await)?;
     }
     for project in hosted {
         let _order = app.project_locks.lock(project).await;
-        app.db.host_connection_lost(project, connection).await?;
-        app.projects.mirror(&app.db.get_project(project).await?);
+        already_done(app.db.host_connection_lost(project, connection).await)?;
+        match app.db.get_project(project).await {
+            Ok(state) => app.projects.mirror(&state),
+            Err(error) if error.code() == proto::ErrorCode::NotFound => {
+                app.projects.remove(project)
+            }
+            Err(error) => return Err(error),
+        }
     }
     Ok(())
 }
@@ -379,27 +432,39 @@ pub async fn grace_ended(app: &AppState, connection: ConnectionId) -> Result<()>
     Ok(())
 }
 
-/// Run by the sweep of gone servers: guests on those servers leave their projects, and
-/// projects whose host is no longer in the room (the sweep removed it after the grace)
-/// are unshared.
+/// Run by the sweep of gone servers: guests on those servers leave their projects,
+/// their hosts show as lost, and projects whose host has been lost past the reconnect
+/// grace — or is no longer in the room — are unshared. Relay entries of projects that
+/// no longer exist (deleted with their room) are dropped.
 pub async fn sweep_orphans(app: &AppState) -> Result<()> {
-    let removed = app
+    let (removed, hostless) = app
         .db
         .sweep_gone_collaborators(app.server_id, alive_since(app))
         .await?;
-    for (project, guest) in removed {
+    let changed = removed
+        .iter()
+        .map(|(project, _)| *project)
+        .chain(hostless.iter().copied());
+    for project in changed.collect::<std::collections::BTreeSet<_>>() {
         let _order = app.project_locks.lock(project).await;
         let Ok(state) = app.db.get_project(project).await else {
             continue;
         };
         app.projects.mirror(&state);
-        let message = proto::RemoveProjectCollaborator {
-            project_id: project.to_proto(),
-            peer_id: Some(guest.into()),
-        };
-        app.cluster.broadcast(others(&state, guest), &message);
+        for (_, guest) in removed.iter().filter(|(p, _)| *p == project) {
+            let message = proto::RemoveProjectCollaborator {
+                project_id: project.to_proto(),
+                peer_id: Some((*guest).into()),
+            };
+            app.cluster.broadcast(others(&state, *guest), &message);
+        }
     }
-    for project in app.db.orphaned_projects().await? {
+    let grace =
+        chrono::Duration::from_std(app.config.reconnect_grace).unwrap_or(chrono::Duration::MAX);
+    let expired_since = chrono::Utc::now()
+        .checked_sub_signed(grace)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    for project in app.db.orphaned_projects(expired_since).await? {
         let Ok(state) = app.db.get_project(project).await else {
             continue;
         };
@@ -411,5 +476,12 @@ pub async fn sweep_orphans(app: &AppState) -> Result<()> {
             Err(error) => tracing::debug!(%error, %project, "orphaned project already gone"),
         }
     }
+    let existing: std::collections::HashSet<_> = app
+        .db
+        .existing_projects(app.projects.project_ids())
+        .await?
+        .into_iter()
+        .collect();
+    app.projects.retain(|id| existing.contains(&id));
     Ok(())
 }

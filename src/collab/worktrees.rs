@@ -5,20 +5,30 @@
 //! Both run under the project's lock, so a joiner receives its snapshot first and every
 //! later update after it.
 
-use super::{Session, project_relay::project_id};
+use sea_orm::ConnectionTrait;
+
+use super::{
+    Session,
+    project_relay::{CatchUp, project_id},
+};
 use crate::{
     AppState,
     db::{
         ProjectId,
         entities::{worktree, worktree_diagnostic_summary as summary, worktree_entry as entry},
-        queries::worktrees::WorktreeChunk,
+        queries::worktrees::{WorktreeChunk, diagnostic_summaries_page, worktree_entries_page},
     },
     error::{Error, Result},
     rpc::{ConnectionId, Response, proto},
 };
 
-/// Paths are at most this long (bytes); longer ones are refused.
-const MAX_PATH_BYTES: usize = 4096;
+/// Paths are at most this long (bytes); longer ones are refused. (PostgreSQL's btree
+/// keys hold at most about 2.7 KB, and paths are part of the key.)
+const MAX_PATH_BYTES: usize = 2048;
+
+/// A join-stream message is cut before its entries pass this many bytes, whatever
+/// `--max-worktree-chunk` says, so it always fits the frame cap.
+const MAX_STREAM_CHUNK_BYTES: usize = 512 * 1024;
 
 fn check_path(path: &str) -> Result<()> {
     if path.is_empty() || path.len() > MAX_PATH_BYTES || path.contains('\0') {
@@ -62,6 +72,19 @@ fn chunk_of(update: &proto::UpdateWorktree) -> Result<WorktreeChunk> {
     for path in &update.removed_paths {
         check_path(path)?;
     }
+    let mut paths: Vec<&str> = update
+        .updated_entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .chain(update.removed_paths.iter().map(String::as_str))
+        .collect();
+    paths.sort_unstable();
+    if let Some(pair) = paths.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(Error::invalid(format!(
+            "path {:?} appears twice in one update",
+            pair[0]
+        )));
+    }
     Ok(WorktreeChunk {
         worktree_id: to_i64(update.worktree_id, "worktree_id")?,
         updated,
@@ -85,7 +108,12 @@ pub async fn update_worktree(
     let chunk = chunk_of(&request)?;
     let _order = app.project_locks.lock(project).await;
     app.db
-        .update_worktree(project, session.connection_id, chunk)
+        .update_worktree(
+            project,
+            session.connection_id,
+            chunk,
+            app.config.max_worktree_entries,
+        )
         .await?;
     app.projects.relay(
         &app.cluster,
@@ -108,6 +136,11 @@ pub async fn update_diagnostic_summary(
     check_chunk(app, request.summaries.len())?;
     let worktree_id = to_i64(request.worktree_id, "worktree_id")?;
     let mut summaries = Vec::with_capacity(request.summaries.len());
+    let mut paths: Vec<&str> = request.summaries.iter().map(|s| s.path.as_str()).collect();
+    paths.sort_unstable();
+    if paths.windows(2).any(|pair| pair[0] == pair[1]) {
+        return Err(Error::invalid("a path appears twice in one update"));
+    }
     for s in &request.summaries {
         check_path(&s.path)?;
         summaries.push(summary::Model {
@@ -121,7 +154,13 @@ pub async fn update_diagnostic_summary(
     }
     let _order = app.project_locks.lock(project).await;
     app.db
-        .update_diagnostic_summaries(project, session.connection_id, worktree_id, summaries)
+        .update_diagnostic_summaries(
+            project,
+            session.connection_id,
+            worktree_id,
+            summaries,
+            app.config.max_worktree_entries,
+        )
         .await?;
     app.projects.relay(
         &app.cluster,
@@ -144,38 +183,70 @@ fn entry_to_proto(row: entry::Model) -> proto::WorktreeEntry {
     }
 }
 
-/// Sends the project's mirror to `joiner`: each worktree's entries in chunks (the last
-/// chunk of each worktree has `is_last_update`, even when the worktree is empty), then
-/// the diagnostic summaries. Each chunk waits for room in the joiner's queue, so a
-/// large tree neither trips the slow-consumer cut nor sits in memory at once.
+/// Splits `items` into runs whose encoded size stays under `MAX_STREAM_CHUNK_BYTES`.
+fn by_size<T: prost::Message>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut runs = vec![Vec::new()];
+    let mut bytes = 0;
+    for item in items {
+        let size = item.encoded_len() + 8;
+        if bytes + size > MAX_STREAM_CHUNK_BYTES && !runs.last().is_some_and(Vec::is_empty) {
+            runs.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        runs.last_mut().expect("never empty").push(item);
+    }
+    runs
+}
+
+/// Sends the project's mirror, as of `snapshot`, to `joiner`: each worktree's entries
+/// in chunks (the last chunk of each worktree has `is_last_update`, even when the
+/// worktree is empty), then the diagnostic summaries. Each chunk waits for room in the
+/// joiner's queue, so a large tree neither trips the slow-consumer cut nor sits in
+/// memory at once. Stops early when the joiner fell too far behind (`catch_up`).
 pub(super) async fn stream_to_joiner(
     app: &AppState,
+    snapshot: &impl ConnectionTrait,
     joiner: ConnectionId,
     project: ProjectId,
     worktrees: &[worktree::Model],
+    catch_up: Option<&CatchUp>,
 ) -> Result<()> {
+    let behind = || {
+        if catch_up.is_some_and(CatchUp::overflowed) {
+            Err(Error::unavailable(
+                "the project changed too much while it was being sent; join again",
+            ))
+        } else {
+            Ok(())
+        }
+    };
     let limit = app.config.max_worktree_chunk as usize;
     for tree in worktrees {
         let mut after: Option<String> = None;
         loop {
-            let mut page = app
-                .db
-                .worktree_entries_page(project, tree.id, after.as_deref(), limit + 1)
-                .await?;
+            behind()?;
+            let mut page =
+                worktree_entries_page(snapshot, project, tree.id, after.as_deref(), limit + 1)
+                    .await?;
             let more = page.len() > limit;
             page.truncate(limit);
             after = page.last().map(|row| row.path.clone());
             app.metrics.join_entries_streamed.inc_by(page.len() as u64);
-            let chunk = proto::UpdateWorktree {
-                project_id: project.to_proto(),
-                worktree_id: tree.id as u64,
-                root_name: tree.root_name.clone(),
-                updated_entries: page.into_iter().map(entry_to_proto).collect(),
-                removed_paths: Vec::new(),
-                scan_id: tree.scan_id as u64,
-                is_last_update: !more,
-            };
-            app.cluster.send_paced(joiner, chunk).await?;
+            let runs = by_size(page.into_iter().map(entry_to_proto).collect());
+            let last_run = runs.len() - 1;
+            for (i, run) in runs.into_iter().enumerate() {
+                let chunk = proto::UpdateWorktree {
+                    project_id: project.to_proto(),
+                    worktree_id: tree.id as u64,
+                    root_name: tree.root_name.clone(),
+                    updated_entries: run,
+                    removed_paths: Vec::new(),
+                    scan_id: tree.scan_id as u64,
+                    is_last_update: !more && i == last_run,
+                };
+                app.cluster.send_paced(joiner, chunk).await?;
+            }
             if !more {
                 break;
             }
@@ -183,10 +254,8 @@ pub(super) async fn stream_to_joiner(
     }
     let mut after = None;
     loop {
-        let page = app
-            .db
-            .diagnostic_summaries_page(project, after.clone(), limit)
-            .await?;
+        behind()?;
+        let page = diagnostic_summaries_page(snapshot, project, after.clone(), limit).await?;
         let Some(last) = page.last() else { break };
         after = Some((last.worktree_id, last.path.clone()));
         let full = page.len() == limit;
@@ -198,20 +267,23 @@ pub(super) async fn stream_to_joiner(
                 .position(|s| s.worktree_id != first.worktree_id)
                 .unwrap_or(rest.len());
             let (same, tail) = rest.split_at(split);
-            let message = proto::UpdateDiagnosticSummary {
-                project_id: project.to_proto(),
-                worktree_id: first.worktree_id as u64,
-                summaries: same
-                    .iter()
-                    .map(|s| proto::DiagnosticSummary {
-                        path: s.path.clone(),
-                        language_server_id: s.language_server_id as u64,
-                        error_count: s.error_count as u32,
-                        warning_count: s.warning_count as u32,
-                    })
-                    .collect(),
-            };
-            app.cluster.send_paced(joiner, message).await?;
+            let summaries = same
+                .iter()
+                .map(|s| proto::DiagnosticSummary {
+                    path: s.path.clone(),
+                    language_server_id: s.language_server_id as u64,
+                    error_count: s.error_count as u32,
+                    warning_count: s.warning_count as u32,
+                })
+                .collect();
+            for run in by_size(summaries) {
+                let message = proto::UpdateDiagnosticSummary {
+                    project_id: project.to_proto(),
+                    worktree_id: first.worktree_id as u64,
+                    summaries: run,
+                };
+                app.cluster.send_paced(joiner, message).await?;
+            }
             rest = tail;
         }
         if !full {

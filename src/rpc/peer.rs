@@ -135,6 +135,8 @@ impl Drop for Registration {
         }
         // Dropping the senders fails every request still waiting on this connection.
         self.state.response_channels.lock().take();
+        // Paced senders waiting for room find the connection gone.
+        self.state.drained.notify_waiters();
     }
 }
 
@@ -426,6 +428,7 @@ impl Peer {
     ) -> Result<(), RpcError> {
         let state = self.connection(to)?;
         let max_messages = state.outgoing.max_capacity();
+        let gone = || state.killed.is_cancelled() || !self.connections.read().contains_key(&to);
         let has_room = |state: &ConnectionState| {
             max_messages - state.outgoing.capacity() <= max_messages / 2
                 && state.queued_bytes.load(Ordering::Relaxed)
@@ -436,7 +439,7 @@ impl Peer {
                 let drained = state.drained.notified();
                 tokio::pin!(drained);
                 drained.as_mut().enable();
-                if has_room(&state) || state.killed.is_cancelled() {
+                if has_room(&state) || gone() {
                     return;
                 }
                 tokio::select! {
@@ -451,7 +454,7 @@ impl Peer {
         {
             return Err(RpcError::timeout(T::NAME).with_tag("peer", to));
         }
-        if state.killed.is_cancelled() {
+        if gone() {
             return Err(RpcError::disconnected());
         }
         self.send(to, message)

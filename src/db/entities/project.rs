@@ -15,6 +15,9 @@ pub struct Model {
     pub host_connection_server_id: Option<i32>,
     /// The host's connection dropped; the project waits out the reconnect grace.
     pub host_connection_lost: bool,
+    /// When the host's connection was found lost; after the reconnect grace the sweep
+    /// unshares the project.
+    pub host_lost_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
 }
 

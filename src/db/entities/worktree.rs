@@ -16,6 +16,8 @@ pub struct Model {
     pub scan_id: i64,
     /// The newest scan whose last chunk arrived.
     pub completed_scan_id: i64,
+    /// Entries stored (bounded by `--max-worktree-entries`).
+    pub entry_count: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

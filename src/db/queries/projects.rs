@@ -24,7 +24,10 @@ use crate::{
     error::{Error, Result},
     rpc::{
         ConnectionId,
-        proto::{ParticipantRole, ProjectRole},
+        proto::{
+            ErrorCode, ParticipantRole, ProjectRole,
+            participant_location::Kind as ParticipantLocationKind,
+        },
     },
 };
 
@@ -112,6 +115,7 @@ pub(super) async fn insert_worktrees(
         visible: Set(w.visible),
         scan_id: Set(0),
         completed_scan_id: Set(0),
+        entry_count: Set(0),
     }))
     .exec(tx)
     .await?;
@@ -155,6 +159,7 @@ impl Database {
                     host_connection_id: Set(Some(connection.id as i32)),
                     host_connection_server_id: Set(Some(connection.server_id as i32)),
                     host_connection_lost: Set(false),
+                    host_lost_at: Set(None),
                     created_at: Set(Utc::now()),
                     ..Default::default()
                 }
@@ -199,6 +204,19 @@ impl Database {
                     return Err(Error::forbidden("only the project's host may unshare it"));
                 }
                 state.project.clone().delete(tx).await?;
+                // Nobody is "in" a project that is gone.
+                participant::Entity::update_many()
+                    .col_expr(
+                        participant::Column::LocationKind,
+                        Expr::value(ParticipantLocationKind::NoProject as i16),
+                    )
+                    .col_expr(
+                        participant::Column::LocationProjectId,
+                        Expr::value(Option::<i64>::None),
+                    )
+                    .filter(participant::Column::LocationProjectId.eq(i64::from(id.0)))
+                    .exec(tx)
+                    .await?;
                 let room = load_room(tx, state.project.room_id).await?;
                 Ok((state, room))
             })
@@ -212,14 +230,17 @@ impl Database {
         &self,
         id: ProjectId,
         connection: ConnectionId,
-    ) -> Result<(ProjectState, collaborator::Model)> {
+    ) -> Result<(ProjectState, collaborator::Model, Vec<worktree::Model>)> {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let state = load(tx, id).await?;
                 let participant = require_participant(tx, state.project.room_id, connection)
                     .await
-                    .map_err(|_| {
-                        Error::forbidden("join the project's room on this connection first")
+                    .map_err(|error| match error.code() {
+                        ErrorCode::Forbidden => {
+                            Error::forbidden("join the project's room on this connection first")
+                        }
+                        _ => error,
                     })?;
                 if participant.answering_connection_lost {
                     return Err(Error::forbidden(
@@ -256,7 +277,12 @@ impl Database {
                 }
                 .insert(tx)
                 .await?;
-                Ok((load(tx, id).await?, row))
+                let worktrees = worktree::Entity::find()
+                    .filter(worktree::Column::ProjectId.eq(id))
+                    .order_by_asc(worktree::Column::Id)
+                    .all(tx)
+                    .await?;
+                Ok((load(tx, id).await?, row, worktrees))
             })
         })
         .await
@@ -317,6 +343,7 @@ impl Database {
                 if state.host_connection() == Some(connection) {
                     let mut active: project::ActiveModel = state.project.into();
                     active.host_connection_lost = Set(true);
+                    active.host_lost_at = Set(Some(Utc::now()));
                     active.update(tx).await?;
                 }
                 Ok(())
@@ -326,15 +353,15 @@ impl Database {
     }
 
     /// The host, back on `connection` (in the project's room), takes the project over
-    /// from its old connection, which must be gone. Returns the project and the old
-    /// connection.
+    /// from its old connection, which must be gone. Returns the project, the old
+    /// connection, and whether `connection` had joined as a guest (that row is gone).
     pub async fn reshare_project(
         &self,
         id: ProjectId,
         connection: ConnectionId,
         user: UserId,
         old_is_gone: std::sync::Arc<dyn Fn(ConnectionId) -> bool + Send + Sync>,
-    ) -> Result<(ProjectState, ConnectionId)> {
+    ) -> Result<(ProjectState, ConnectionId, bool)> {
         self.transaction(move |tx| {
             let old_is_gone = old_is_gone.clone();
             Box::pin(async move {
@@ -344,7 +371,10 @@ impl Database {
                 }
                 require_participant(tx, state.project.room_id, connection)
                     .await
-                    .map_err(|_| Error::forbidden("rejoin the project's room first"))?;
+                    .map_err(|error| match error.code() {
+                        ErrorCode::Forbidden => Error::forbidden("rejoin the project's room first"),
+                        _ => error,
+                    })?;
                 let host_row = state
                     .collaborators
                     .iter()
@@ -361,21 +391,24 @@ impl Database {
                     ));
                 }
                 // A guest row of the new connection would collide with the host's.
-                collaborator::Entity::delete_many()
+                let was_guest = collaborator::Entity::delete_many()
                     .filter(collaborator::Column::ProjectId.eq(id))
                     .filter(connection_filter(connection))
                     .exec(tx)
-                    .await?;
+                    .await?
+                    .rows_affected
+                    > 0;
                 let mut active: project::ActiveModel = state.project.into();
                 active.host_connection_id = Set(Some(connection.id as i32));
                 active.host_connection_server_id = Set(Some(connection.server_id as i32));
                 active.host_connection_lost = Set(false);
+                active.host_lost_at = Set(None);
                 active.update(tx).await?;
                 let mut active: collaborator::ActiveModel = host_row.into();
                 active.connection_id = Set(connection.id as i32);
                 active.connection_server_id = Set(connection.server_id as i32);
                 active.update(tx).await?;
-                Ok((load(tx, id).await?, old))
+                Ok((load(tx, id).await?, old, was_guest))
             })
         })
         .await
@@ -419,45 +452,63 @@ impl Database {
     }
 
     /// Collaborators on servers that are gone (stopped, or silent past `alive_since`):
-    /// guests are removed, hosts marked lost (their projects wait for a reshare or the
-    /// orphan sweep). Returns the removed guests.
+    /// guests are removed, hosts marked lost (their projects wait for a reshare until
+    /// the grace ends). Returns the removed guests and the projects whose host was
+    /// marked lost.
     pub async fn sweep_gone_collaborators(
         &self,
         this: crate::db::ServerId,
         alive_since: chrono::DateTime<Utc>,
-    ) -> Result<Vec<(ProjectId, ConnectionId)>> {
+    ) -> Result<(Vec<(ProjectId, ConnectionId)>, Vec<ProjectId>)> {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let gone = gone_servers(tx, this.0, Utc::now(), alive_since).await?;
                 if gone.is_empty() {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), Vec::new()));
                 }
+                let on_gone = || {
+                    sea_orm::Condition::all()
+                        .add(collaborator::Column::ConnectionServerId.is_in(gone.clone()))
+                        .add(collaborator::Column::IsHost.eq(false))
+                };
                 let guests = collaborator::Entity::find()
-                    .filter(collaborator::Column::ConnectionServerId.is_in(gone.clone()))
-                    .filter(collaborator::Column::IsHost.eq(false))
+                    .filter(on_gone())
                     .all(tx)
                     .await?;
                 collaborator::Entity::delete_many()
-                    .filter(collaborator::Column::Id.is_in(guests.iter().map(|row| row.id)))
+                    .filter(on_gone())
                     .exec(tx)
                     .await?;
-                project::Entity::update_many()
-                    .col_expr(project::Column::HostConnectionLost, Expr::value(true))
-                    .filter(project::Column::HostConnectionServerId.is_in(gone))
-                    .exec(tx)
+                let hostless = project::Entity::find()
+                    .filter(project::Column::HostConnectionServerId.is_in(gone.clone()))
+                    .filter(project::Column::HostConnectionLost.eq(false))
+                    .all(tx)
                     .await?;
-                Ok(guests
-                    .iter()
-                    .map(|row| (row.project_id, collaborator_connection(row)))
-                    .collect())
+                for project in &hostless {
+                    let mut active: project::ActiveModel = project.clone().into();
+                    active.host_connection_lost = Set(true);
+                    active.host_lost_at = Set(Some(Utc::now()));
+                    active.update(tx).await?;
+                }
+                Ok((
+                    guests
+                        .iter()
+                        .map(|row| (row.project_id, collaborator_connection(row)))
+                        .collect(),
+                    hostless.iter().map(|project| project.id).collect(),
+                ))
             })
         })
         .await
     }
 
-    /// Projects whose host is not an answered participant of the project's room any
-    /// more (it left, or the sweep removed it after its server went away).
-    pub async fn orphaned_projects(&self) -> Result<Vec<ProjectId>> {
+    /// Projects to unshare: those whose host has been lost since before
+    /// `expired_since` (the reconnect grace is over), and those whose host is no longer
+    /// an answered participant of the project's room.
+    pub async fn orphaned_projects(
+        &self,
+        expired_since: chrono::DateTime<Utc>,
+    ) -> Result<Vec<ProjectId>> {
         let hosted = Query::select()
             .expr(Expr::val(1))
             .from(participant::Entity)
@@ -477,12 +528,36 @@ impl Database {
                 .is_not_null(),
             )
             .to_owned();
+        let expired = sea_orm::Condition::all()
+            .add(project::Column::HostConnectionLost.eq(true))
+            .add(project::Column::HostLostAt.lt(expired_since));
         Ok(project::Entity::find()
-            .filter(Expr::exists(hosted).not())
+            .filter(
+                sea_orm::Condition::any()
+                    .add(Expr::exists(hosted).not())
+                    .add(expired),
+            )
             .all(&self.conn)
             .await?
             .into_iter()
             .map(|project| project.id)
             .collect())
+    }
+
+    /// Which of `ids` still exist.
+    pub async fn existing_projects(&self, ids: Vec<ProjectId>) -> Result<Vec<ProjectId>> {
+        let mut existing = Vec::new();
+        // In slices, to stay far below the databases' bind-parameter limits.
+        for slice in ids.chunks(1000) {
+            existing.extend(
+                project::Entity::find()
+                    .filter(project::Column::Id.is_in(slice.iter().copied()))
+                    .all(&self.conn)
+                    .await?
+                    .into_iter()
+                    .map(|project| project.id),
+            );
+        }
+        Ok(existing)
     }
 }

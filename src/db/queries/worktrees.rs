@@ -3,8 +3,8 @@
 //! them; joiners read them back in pages.
 
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::OnConflict,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait, sea_query::OnConflict,
 };
 
 use super::{
@@ -95,12 +95,14 @@ impl Database {
 
     /// Applies one chunk of a worktree scan (host only). A scan id below the stored one,
     /// or equal to a completed scan, is refused with `Conflict` (a replay or a reorder),
-    /// and nothing changes. Returns the worktree after.
+    /// and a worktree that would hold more than `max_entries` with `InvalidRequest`;
+    /// either way nothing changes. Returns the worktree after.
     pub async fn update_worktree(
         &self,
         project: ProjectId,
         host: crate::rpc::ConnectionId,
         chunk: WorktreeChunk,
+        max_entries: u64,
     ) -> Result<worktree::Model> {
         self.transaction(move |tx| {
             let chunk = chunk.clone();
@@ -119,15 +121,35 @@ impl Database {
                         chunk.scan_id
                     )));
                 }
+                let of_tree = || {
+                    sea_orm::Condition::all()
+                        .add(entry::Column::ProjectId.eq(project))
+                        .add(entry::Column::WorktreeId.eq(chunk.worktree_id))
+                };
+                let mut count = tree.entry_count;
                 if !chunk.removed.is_empty() {
-                    entry::Entity::delete_many()
-                        .filter(entry::Column::ProjectId.eq(project))
-                        .filter(entry::Column::WorktreeId.eq(chunk.worktree_id))
+                    let deleted = entry::Entity::delete_many()
+                        .filter(of_tree())
                         .filter(entry::Column::Path.is_in(chunk.removed.clone()))
                         .exec(tx)
                         .await?;
+                    count -= deleted.rows_affected as i64;
                 }
                 if !chunk.updated.is_empty() {
+                    let existing = entry::Entity::find()
+                        .filter(of_tree())
+                        .filter(
+                            entry::Column::Path
+                                .is_in(chunk.updated.iter().map(|row| row.path.clone())),
+                        )
+                        .count(tx)
+                        .await?;
+                    count += chunk.updated.len() as i64 - existing as i64;
+                    if count as u64 > max_entries {
+                        return Err(Error::invalid(format!(
+                            "the worktree would hold {count} entries; the limit is {max_entries} (--max-worktree-entries)"
+                        )));
+                    }
                     let rows = chunk.updated.iter().cloned().map(|mut row| {
                         row.project_id = project;
                         row.worktree_id = chunk.worktree_id;
@@ -154,6 +176,7 @@ impl Database {
                         .await?;
                 }
                 let mut active: worktree::ActiveModel = tree.into();
+                active.entry_count = Set(count.max(0));
                 active.scan_id = Set(chunk.scan_id);
                 if chunk.is_last_update {
                     active.completed_scan_id = Set(chunk.scan_id);
@@ -172,6 +195,7 @@ impl Database {
         host: crate::rpc::ConnectionId,
         worktree_id: i64,
         summaries: Vec<summary::Model>,
+        max_summaries: u64,
     ) -> Result<()> {
         self.transaction(move |tx| {
             let summaries = summaries.clone();
@@ -211,6 +235,16 @@ impl Database {
                         )
                         .exec(tx)
                         .await?;
+                    let count = summary::Entity::find()
+                        .filter(summary::Column::ProjectId.eq(project))
+                        .filter(summary::Column::WorktreeId.eq(worktree_id))
+                        .count(tx)
+                        .await?;
+                    if count > max_summaries {
+                        return Err(Error::invalid(format!(
+                            "the worktree would hold {count} diagnostic summaries; the limit is {max_summaries} (--max-worktree-entries)"
+                        )));
+                    }
                 }
                 Ok(())
             })
@@ -218,52 +252,71 @@ impl Database {
         .await
     }
 
-    /// Up to `limit` entries of a worktree in path order, after `after`.
-    pub async fn worktree_entries_page(
-        &self,
-        project: ProjectId,
-        worktree_id: i64,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<entry::Model>> {
-        let mut query = entry::Entity::find()
-            .filter(entry::Column::ProjectId.eq(project))
-            .filter(entry::Column::WorktreeId.eq(worktree_id));
-        if let Some(after) = after {
-            query = query.filter(entry::Column::Path.gt(after));
-        }
-        Ok(query
-            .order_by_asc(entry::Column::Path)
-            .limit(limit as u64)
-            .all(&self.conn)
-            .await?)
+    /// A read-only transaction whose snapshot is taken now: the join stream reads the
+    /// mirror from it after the project's lock is released, while updates go on.
+    pub async fn begin_snapshot(&self) -> Result<sea_orm::DatabaseTransaction> {
+        let tx = match self.backend() {
+            sea_orm::DbBackend::Postgres => {
+                self.conn
+                    .begin_with_config(
+                        Some(sea_orm::IsolationLevel::RepeatableRead),
+                        Some(sea_orm::AccessMode::ReadOnly),
+                    )
+                    .await?
+            }
+            _ => self.conn.begin().await?,
+        };
+        // Both databases take the snapshot at the first read, not at BEGIN.
+        worktree::Entity::find().limit(1).all(&tx).await?;
+        Ok(tx)
     }
+}
 
-    /// Up to `limit` diagnostic summaries of the project, in (worktree, path) order,
-    /// after `after`.
-    pub async fn diagnostic_summaries_page(
-        &self,
-        project: ProjectId,
-        after: Option<(i64, String)>,
-        limit: usize,
-    ) -> Result<Vec<summary::Model>> {
-        let mut query = summary::Entity::find().filter(summary::Column::ProjectId.eq(project));
-        if let Some((worktree_id, path)) = after {
-            query = query.filter(
-                sea_orm::Condition::any()
-                    .add(summary::Column::WorktreeId.gt(worktree_id))
-                    .add(
-                        sea_orm::Condition::all()
-                            .add(summary::Column::WorktreeId.eq(worktree_id))
-                            .add(summary::Column::Path.gt(path)),
-                    ),
-            );
-        }
-        Ok(query
-            .order_by_asc(summary::Column::WorktreeId)
-            .order_by_asc(summary::Column::Path)
-            .limit(limit as u64)
-            .all(&self.conn)
-            .await?)
+/// Up to `limit` entries of a worktree in path order, after `after`.
+pub async fn worktree_entries_page(
+    conn: &impl ConnectionTrait,
+    project: ProjectId,
+    worktree_id: i64,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<entry::Model>> {
+    let mut query = entry::Entity::find()
+        .filter(entry::Column::ProjectId.eq(project))
+        .filter(entry::Column::WorktreeId.eq(worktree_id));
+    if let Some(after) = after {
+        query = query.filter(entry::Column::Path.gt(after));
     }
+    Ok(query
+        .order_by_asc(entry::Column::Path)
+        .limit(limit as u64)
+        .all(conn)
+        .await?)
+}
+
+/// Up to `limit` diagnostic summaries of the project, in (worktree, path) order, after
+/// `after`.
+pub async fn diagnostic_summaries_page(
+    conn: &impl ConnectionTrait,
+    project: ProjectId,
+    after: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Vec<summary::Model>> {
+    let mut query = summary::Entity::find().filter(summary::Column::ProjectId.eq(project));
+    if let Some((worktree_id, path)) = after {
+        query = query.filter(
+            sea_orm::Condition::any()
+                .add(summary::Column::WorktreeId.gt(worktree_id))
+                .add(
+                    sea_orm::Condition::all()
+                        .add(summary::Column::WorktreeId.eq(worktree_id))
+                        .add(summary::Column::Path.gt(path)),
+                ),
+        );
+    }
+    Ok(query
+        .order_by_asc(summary::Column::WorktreeId)
+        .order_by_asc(summary::Column::Path)
+        .limit(limit as u64)
+        .all(conn)
+        .await?)
 }
