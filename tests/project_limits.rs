@@ -1,7 +1,7 @@
 //! Shared projects under pressure: a host that keeps changing the tree while a guest
 //! joins (the joiner's snapshot comes first, every later change after it), the mirror's
-//! limits (entries per worktree, duplicate and overlong paths), and what unsharing does
-//! to the participants' locations.
+//! limits (entries per worktree, duplicate and overlong paths), and what room changes do
+//! to projects: unsharing clears locations, a room guest is only a viewer.
 
 mod common;
 
@@ -171,3 +171,43 @@ async fn unsharing_clears_locations(backend: Backend) {
     server.stop().await;
 }
 db_test!(unsharing_clears_locations);
+
+/// Bob edits Alice's project as a room member; when the room's admin makes him a room
+/// guest he becomes a viewer there too: everyone hears of it, his edits are refused and
+/// his selections still pass.
+async fn a_room_guest_is_a_viewer_in_projects(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (alice_client, bob_client, room_id) = room_of_two(&server, "alice", "bob").await;
+    let project_id = share_project(&alice_client, room_id, vec![worktree(1, "app")]).await;
+    let joined = join_project(&bob_client, project_id).await;
+    assert_eq!(joined.response.role, proto::ProjectRole::Editor as i32);
+    bob_client
+        .request(edit(project_id, 1, 1))
+        .await
+        .expect("an editor edits");
+    assert_eq!(
+        seq(&next_message::<proto::UpdateBuffer>(&alice_client)
+            .await
+            .payload),
+        1
+    );
+
+    make_room_guest(&alice_client, room_id, bob_client.user_id()).await;
+    let viewer = Some(collaborator(&bob_client, 1, proto::ProjectRole::Viewer));
+    for client in [&alice_client, &bob_client] {
+        let update = next_message::<proto::UpdateProjectCollaborator>(client).await;
+        assert_eq!(update.payload.collaborator, viewer);
+    }
+    refused(
+        bob_client.request(edit(project_id, 1, 2)).await,
+        ErrorCode::Forbidden,
+    );
+    bob_client
+        .request(select(project_id, 1, 3))
+        .await
+        .expect("a viewer's selection passes");
+    let relayed = next_message::<proto::UpdateBuffer>(&alice_client).await;
+    assert_eq!(seq(&relayed.payload), 3, "the refused edit was not relayed");
+    server.stop().await;
+}
+db_test!(a_room_guest_is_a_viewer_in_projects);

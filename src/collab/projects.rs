@@ -347,12 +347,46 @@ pub async fn set_project_collaborator_role(
         .set_project_role(project, session.connection_id, user, role)
         .await?;
     app.projects.mirror(&state);
+    role_changed(app, project, &state, &changed);
+    response.send(proto::Ack {})?;
+    Ok(())
+}
+
+/// `user` became a guest of `room` (the caller holds the room's lock): in the room's
+/// projects they become viewers, and every collaborator hears of it.
+pub(super) async fn demoted_to_guest(
+    app: &AppState,
+    room: crate::db::RoomId,
+    user: crate::db::UserId,
+) -> Result<()> {
+    for project in app.db.projects_in_room(room).await? {
+        let _order = app.project_locks.lock(project).await;
+        let (state, changed) = match app.db.demote_to_viewer(project, user).await {
+            Err(error) if error.code() == proto::ErrorCode::NotFound => continue,
+            outcome => outcome?,
+        };
+        if changed.is_empty() {
+            continue;
+        }
+        app.projects.mirror(&state);
+        role_changed(app, project, &state, &changed);
+    }
+    Ok(())
+}
+
+/// `UpdateProjectCollaborator` for each changed row, to every collaborator.
+fn role_changed(
+    app: &AppState,
+    project: ProjectId,
+    state: &ProjectState,
+    changed: &[project_collaborator::Model],
+) {
     let receivers: Vec<ConnectionId> = state
         .collaborators
         .iter()
         .map(collaborator_connection)
         .collect();
-    for row in &changed {
+    for row in changed {
         let update = proto::UpdateProjectCollaborator {
             project_id: project.to_proto(),
             old_peer_id: Some(collaborator_connection(row).into()),
@@ -360,8 +394,6 @@ pub async fn set_project_collaborator_role(
         };
         app.cluster.broadcast(receivers.iter().copied(), &update);
     }
-    response.send(proto::Ack {})?;
-    Ok(())
 }
 
 /// `connection` is leaving its room (the caller holds the room's lock and sends the

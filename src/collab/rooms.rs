@@ -478,6 +478,9 @@ pub async fn set_room_participant_role(
         .set_participant_role(room, session.connection_id, target, role)
         .await?;
     room_updated(app, &state);
+    if role == proto::ParticipantRole::Guest {
+        super::projects::demoted_to_guest(app, room, target).await?;
+    }
     if let Some(livekit) = &app.livekit {
         let can_publish = role != proto::ParticipantRole::Guest;
         let livekit_room = state.room.livekit_room.clone();

@@ -451,6 +451,41 @@ impl Database {
         .await
     }
 
+    /// The projects shared in `room`.
+    pub async fn projects_in_room(&self, room: RoomId) -> Result<Vec<ProjectId>> {
+        Ok(project::Entity::find()
+            .filter(project::Column::RoomId.eq(room))
+            .all(&self.conn)
+            .await?
+            .into_iter()
+            .map(|project| project.id)
+            .collect())
+    }
+
+    /// `user` became a room guest: their editor places in project `id` become viewer
+    /// places. Returns the project and the changed rows (none when nothing changed).
+    pub async fn demote_to_viewer(
+        &self,
+        id: ProjectId,
+        user: UserId,
+    ) -> Result<(ProjectState, Vec<collaborator::Model>)> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let state = load(tx, id).await?;
+                let mut changed = Vec::new();
+                for row in state.collaborators.iter().filter(|c| {
+                    c.user_id == user && !c.is_host && c.role == ProjectRole::Editor as i16
+                }) {
+                    let mut active: collaborator::ActiveModel = row.clone().into();
+                    active.role = Set(ProjectRole::Viewer as i16);
+                    changed.push(active.update(tx).await?);
+                }
+                Ok((load(tx, id).await?, changed))
+            })
+        })
+        .await
+    }
+
     /// Collaborators on servers that are gone (stopped, or silent past `alive_since`):
     /// guests are removed, hosts marked lost (their projects wait for a reshare until
     /// the grace ends). Returns the removed guests and the projects whose host was
