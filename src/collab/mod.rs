@@ -14,8 +14,11 @@
 //! - [`presence`]: room membership in memory and presence (coalesced, expiring).
 //! - [`projects`]: shared projects: share, join, leave, reshare, roles, host loss.
 //! - [`worktrees`]: the worktree mirror: host updates and the stream to joiners.
-//! - [`project_relay`]: buffer operations, host-forwarded requests and following,
-//!   served from memory.
+//! - [`project_relay`]: the in-memory collaborators of each project, and buffer
+//!   operations relayed from it.
+//! - [`project_forwarding`]: requests forwarded to the host, and following.
+//! - [`project_lifecycle`]: projects when connections leave rooms, drop, or never come
+//!   back; the sweep.
 
 pub mod connection;
 pub mod connection_pool;
@@ -23,6 +26,8 @@ pub mod contacts;
 pub mod core;
 pub mod locks;
 pub mod presence;
+pub mod project_forwarding;
+pub mod project_lifecycle;
 pub mod project_relay;
 pub mod projects;
 pub mod room_lifecycle;
@@ -67,14 +72,14 @@ pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
         .add_request_handler(worktrees::update_worktree)
         .add_request_handler(worktrees::update_diagnostic_summary)
         .add_inline_request_handler(project_relay::update_buffer)
-        .add_request_handler(project_relay::forward::<proto::OpenBufferByPath>)
-        .add_request_handler(project_relay::forward::<proto::OpenBufferById>)
-        .add_request_handler(project_relay::forward::<proto::SearchProject>)
-        .add_request_handler(project_relay::forward::<proto::GetHover>)
-        .add_request_handler(project_relay::forward::<proto::SaveBuffer>)
-        .add_request_handler(project_relay::forward::<proto::CreateProjectEntry>)
-        .add_request_handler(project_relay::follow)
-        .add_request_handler(project_relay::unfollow)
-        .add_inline_message_handler(project_relay::update_followers);
+        .add_request_handler(project_forwarding::forward::<proto::OpenBufferByPath>)
+        .add_request_handler(project_forwarding::forward::<proto::OpenBufferById>)
+        .add_request_handler(project_forwarding::forward::<proto::SearchProject>)
+        .add_request_handler(project_forwarding::forward::<proto::GetHover>)
+        .add_request_handler(project_forwarding::forward::<proto::SaveBuffer>)
+        .add_request_handler(project_forwarding::forward::<proto::CreateProjectEntry>)
+        .add_request_handler(project_forwarding::follow)
+        .add_request_handler(project_forwarding::unfollow)
+        .add_inline_message_handler(project_forwarding::update_followers);
     server
 }

@@ -6,6 +6,8 @@
 //! host). The handlers in `projects` and `worktrees` refresh it under the project's lock
 //! right after each commit, so what it allows is what the database says.
 //!
+//! Requests forwarded to the host and following are in `project_forwarding`.
+//!
 //! `UpdateBuffer` and `UpdateFollowers` are inline handlers: they run before the next
 //! envelope of the connection is read, so a sender's operations are relayed in the
 //! order it sent them.
@@ -26,7 +28,7 @@ use crate::{
     cluster::Cluster,
     db::{ProjectId, UserId, queries::projects::ProjectState},
     error::{Error, Result},
-    rpc::{ConnectionId, EnvelopedMessage, RequestMessage, Response, proto},
+    rpc::{ConnectionId, EnvelopedMessage, Response, proto},
 };
 
 #[derive(Clone)]
@@ -70,7 +72,7 @@ impl CatchUp {
 }
 
 impl Member {
-    fn may_edit(&self) -> bool {
+    pub(super) fn may_edit(&self) -> bool {
         self.role != proto::ProjectRole::Viewer
     }
 }
@@ -83,6 +85,15 @@ struct Share {
     follows: Vec<(ConnectionId, ConnectionId)>,
 }
 
+impl Share {
+    fn member(&self, project: ProjectId, connection: ConnectionId) -> Result<&Member> {
+        self.members
+            .iter()
+            .find(|m| m.connection == connection)
+            .ok_or_else(|| not_joined(project))
+    }
+}
+
 pub struct ProjectRelay {
     projects: RwLock<HashMap<ProjectId, Share>>,
     shared_gauge: IntGauge,
@@ -93,7 +104,7 @@ pub fn project_id(value: u64) -> Result<ProjectId> {
     ProjectId::from_proto(value).ok_or_else(|| Error::invalid("project_id is not a valid id"))
 }
 
-fn not_joined(project: ProjectId) -> Error {
+pub(super) fn not_joined(project: ProjectId) -> Error {
     Error::forbidden(format!("this connection has not joined project {project}"))
 }
 
@@ -249,12 +260,7 @@ impl ProjectRelay {
     ) -> Result<usize> {
         let projects = self.projects.read();
         let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
-        let sender = share
-            .members
-            .iter()
-            .find(|m| m.connection == from)
-            .ok_or_else(|| not_joined(project))?;
-        allow(sender)?;
+        allow(share.member(project, from)?)?;
         let mut sent = 0;
         for member in share.members.iter().filter(|m| m.connection != from) {
             if let Some(catch_up) = &member.catch_up {
@@ -277,23 +283,35 @@ impl ProjectRelay {
         Ok(sent)
     }
 
+    /// `message` from a member to every other member, whatever the sender's role (the
+    /// caller checked it against the database).
+    pub fn relay_to_others<M: EnvelopedMessage>(
+        &self,
+        cluster: &Cluster,
+        project: ProjectId,
+        from: ConnectionId,
+        message: &M,
+    ) -> Result<()> {
+        self.relay(cluster, project, from, message, |_| Ok(()))
+            .map(drop)
+    }
+
     /// The sender must be a member and the host; returns the host.
-    fn host_of(&self, project: ProjectId, from: ConnectionId) -> Result<(Member, ConnectionId)> {
+    pub(super) fn host_of(
+        &self,
+        project: ProjectId,
+        from: ConnectionId,
+    ) -> Result<(Member, ConnectionId)> {
         let projects = self.projects.read();
         let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
-        let sender = share
-            .members
-            .iter()
-            .find(|m| m.connection == from)
-            .cloned()
-            .ok_or_else(|| not_joined(project))?;
+        let sender = share.member(project, from)?.clone();
         let host = share.host.ok_or_else(|| {
             Error::unavailable("the project's host is not connected (it may be reconnecting)")
         })?;
         Ok((sender, host))
     }
 
-    fn follow(&self, project: ProjectId, leader: ConnectionId, follower: ConnectionId) {
+    pub(super) fn follow(&self, project: ProjectId, leader: ConnectionId, follower: ConnectionId) {
         if let Some(share) = self.projects.write().get_mut(&project)
             && !share.follows.contains(&(leader, follower))
         {
@@ -301,7 +319,12 @@ impl ProjectRelay {
         }
     }
 
-    fn unfollow(&self, project: ProjectId, leader: ConnectionId, follower: ConnectionId) -> bool {
+    pub(super) fn unfollow(
+        &self,
+        project: ProjectId,
+        leader: ConnectionId,
+        follower: ConnectionId,
+    ) -> bool {
         let mut projects = self.projects.write();
         let Some(share) = projects.get_mut(&project) else {
             return false;
@@ -311,7 +334,7 @@ impl ProjectRelay {
         share.follows.len() != before
     }
 
-    fn followers(&self, project: ProjectId, leader: ConnectionId) -> Vec<ConnectionId> {
+    pub(super) fn followers(&self, project: ProjectId, leader: ConnectionId) -> Vec<ConnectionId> {
         self.projects
             .read()
             .get(&project)
@@ -358,139 +381,5 @@ pub fn update_buffer(
         .buffer_operations_relayed
         .inc_by((sent * request.operations.len()) as u64);
     response.send(proto::Ack {})?;
-    Ok(())
-}
-
-/// A request a guest sends to the project's host through the server, declared once as
-/// read-only (anyone in the project) or mutating (editors and the host).
-pub trait ProjectRequest: RequestMessage {
-    const MUTATING: bool;
-    fn project_id(&self) -> u64;
-}
-
-macro_rules! project_requests {
-    (read_only: $($read:ident),* ; mutating: $($write:ident),* $(,)?) => {
-        $(impl ProjectRequest for proto::$read {
-            const MUTATING: bool = false;
-            fn project_id(&self) -> u64 { self.project_id }
-        })*
-        $(impl ProjectRequest for proto::$write {
-            const MUTATING: bool = true;
-            fn project_id(&self) -> u64 { self.project_id }
-        })*
-    };
-}
-
-project_requests! {
-    read_only: OpenBufferByPath, OpenBufferById, SearchProject, GetHover;
-    mutating: SaveBuffer, CreateProjectEntry,
-}
-
-/// Forwards `request` to the project's host and relays its answer or error back.
-pub async fn forward<M: ProjectRequest>(
-    request: M,
-    response: Response<M>,
-    session: Session,
-) -> Result<()> {
-    let project = project_id(request.project_id())?;
-    let app = &session.state;
-    let (sender, host) = app.projects.host_of(project, session.connection_id)?;
-    if M::MUTATING && !sender.may_edit() {
-        return Err(Error::forbidden(format!(
-            "viewers may not send {}",
-            M::NAME
-        )));
-    }
-    if host == session.connection_id {
-        return Err(Error::invalid("the host answers its own requests"));
-    }
-    let answer = app
-        .cluster
-        .forward_request(session.connection_id, host, request)
-        .await;
-    let outcome = match &answer {
-        Ok(_) => "ok",
-        Err(error) => error.code.as_str_name(),
-    };
-    app.metrics
-        .forwarded_requests
-        .with_label_values(&[M::NAME, outcome])
-        .inc();
-    response.send(answer?)?;
-    Ok(())
-}
-
-fn peer_id(value: Option<proto::PeerId>, field: &str) -> Result<ConnectionId> {
-    value
-        .map(ConnectionId::from)
-        .ok_or_else(|| Error::invalid(format!("{field} is required")))
-}
-
-/// Follows a collaborator: the request goes to the leader, whose view comes back; from
-/// then on the leader's `UpdateFollowers` reach this connection.
-pub async fn follow(
-    request: proto::Follow,
-    response: Response<proto::Follow>,
-    session: Session,
-) -> Result<()> {
-    let project = project_id(request.project_id)?;
-    let leader = peer_id(request.leader_id, "leader_id")?;
-    let app = &session.state;
-    let follower = session.connection_id;
-    if app.projects.member(project, follower).is_none() {
-        return Err(not_joined(project));
-    }
-    if leader == follower {
-        return Err(Error::invalid("you cannot follow yourself"));
-    }
-    if app.projects.member(project, leader).is_none() {
-        return Err(Error::not_found(format!(
-            "{leader} is not a collaborator of project {project}"
-        )));
-    }
-    let view = app
-        .cluster
-        .forward_request(follower, leader, request)
-        .await?;
-    // Both may have left while the leader answered.
-    if app.projects.member(project, leader).is_some()
-        && app.projects.member(project, follower).is_some()
-    {
-        app.projects.follow(project, leader, follower);
-    }
-    response.send(view)?;
-    Ok(())
-}
-
-pub async fn unfollow(
-    request: proto::Unfollow,
-    response: Response<proto::Unfollow>,
-    session: Session,
-) -> Result<()> {
-    let project = project_id(request.project_id)?;
-    let leader = peer_id(request.leader_id, "leader_id")?;
-    if !session
-        .state
-        .projects
-        .unfollow(project, leader, session.connection_id)
-    {
-        return Err(Error::not_found("you are not following that collaborator"));
-    }
-    response.send(proto::Ack {})?;
-    Ok(())
-}
-
-/// The leader's view, relayed to its followers in the project.
-pub fn update_followers(update: proto::UpdateFollowers, session: &Session) -> Result<()> {
-    let project = project_id(update.project_id)?;
-    let app = &session.state;
-    for follower in app.projects.followers(project, session.connection_id) {
-        if let Err(error) =
-            app.cluster
-                .forward_send(session.connection_id, follower, update.clone())
-        {
-            tracing::debug!(%follower, %error, "UpdateFollowers skipped a follower");
-        }
-    }
     Ok(())
 }

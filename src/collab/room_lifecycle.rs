@@ -19,7 +19,7 @@ pub async fn connection_lost(
     connection: ConnectionId,
     user: UserId,
 ) -> Result<()> {
-    super::projects::connection_lost(app, connection).await?;
+    super::project_lifecycle::connection_lost(app, connection).await?;
     app.rooms.leave(app, connection);
     if app.pool.user_connections(user).is_empty() {
         end_call_to_unreachable(app, user).await?;
@@ -41,7 +41,7 @@ pub async fn connection_lost(
             _ = app.shutdown.cancelled() => return,
         }
         // A host that rejoined the room without resharing loses its projects.
-        if let Err(error) = super::projects::grace_ended(&app, connection).await {
+        if let Err(error) = super::project_lifecycle::grace_ended(&app, connection).await {
             tracing::error!(%error, %connection, "could not unshare a lost host's projects");
         }
         // Matches only while the place is still held by the lost connection.
@@ -174,7 +174,7 @@ pub async fn sweep_gone_servers(app: Arc<AppState>) {
                 room_updated(&app, &state);
             }
         }
-        if let Err(error) = super::projects::sweep_orphans(&app).await {
+        if let Err(error) = super::project_lifecycle::sweep_orphans(&app).await {
             tracing::warn!(%error, "unsharing projects of gone hosts failed");
         }
         if let Some(livekit) = &app.livekit {

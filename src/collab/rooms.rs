@@ -408,7 +408,7 @@ pub(super) async fn leave(
     };
     let room = row.room_id;
     let _order = app.room_locks.lock(room).await;
-    super::projects::left_room(app, connection, reason).await?;
+    super::project_lifecycle::left_room(app, connection, reason).await?;
     let Some(left) = app.db.leave_room(connection).await? else {
         return Ok(None);
     };
@@ -479,7 +479,7 @@ pub async fn set_room_participant_role(
         .await?;
     room_updated(app, &state);
     if role == proto::ParticipantRole::Guest {
-        super::projects::demoted_to_guest(app, room, target).await?;
+        super::project_lifecycle::demoted_to_guest(app, room, target).await?;
     }
     if let Some(livekit) = &app.livekit {
         let can_publish = role != proto::ParticipantRole::Guest;

@@ -115,13 +115,8 @@ pub async fn update_worktree(
             app.config.max_worktree_entries,
         )
         .await?;
-    app.projects.relay(
-        &app.cluster,
-        project,
-        session.connection_id,
-        &request,
-        |_| Ok(()),
-    )?;
+    app.projects
+        .relay_to_others(&app.cluster, project, session.connection_id, &request)?;
     response.send(proto::Ack {})?;
     Ok(())
 }
@@ -162,13 +157,8 @@ pub async fn update_diagnostic_summary(
             app.config.max_worktree_entries,
         )
         .await?;
-    app.projects.relay(
-        &app.cluster,
-        project,
-        session.connection_id,
-        &request,
-        |_| Ok(()),
-    )?;
+    app.projects
+        .relay_to_others(&app.cluster, project, session.connection_id, &request)?;
     response.send(proto::Ack {})?;
     Ok(())
 }
