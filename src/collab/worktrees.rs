@@ -189,9 +189,10 @@ fn by_size<T: prost::Message>(items: Vec<T>) -> Vec<Vec<T>> {
     runs
 }
 
-/// Sends the project's mirror, as of `snapshot`, to `joiner`: each worktree's entries
-/// in chunks (the last chunk of each worktree has `is_last_update`, even when the
-/// worktree is empty), then the diagnostic summaries. Each chunk waits for room in the
+/// Sends the project's mirror, as of `snapshot`, to `joiner`: the diagnostic summaries,
+/// then each worktree's entries in chunks (the last chunk of each worktree has
+/// `is_last_update`, even when the worktree is empty, so the last worktree's ends the
+/// stream). Each chunk waits for room in the
 /// joiner's queue, so a large tree neither trips the slow-consumer cut nor sits in
 /// memory at once. Stops early when the joiner fell too far behind (`catch_up`).
 pub(super) async fn stream_to_joiner(
@@ -212,36 +213,7 @@ pub(super) async fn stream_to_joiner(
         }
     };
     let limit = app.config.max_worktree_chunk as usize;
-    for tree in worktrees {
-        let mut after: Option<String> = None;
-        loop {
-            behind()?;
-            let mut page =
-                worktree_entries_page(snapshot, project, tree.id, after.as_deref(), limit + 1)
-                    .await?;
-            let more = page.len() > limit;
-            page.truncate(limit);
-            after = page.last().map(|row| row.path.clone());
-            app.metrics.join_entries_streamed.inc_by(page.len() as u64);
-            let runs = by_size(page.into_iter().map(entry_to_proto).collect());
-            let last_run = runs.len() - 1;
-            for (i, run) in runs.into_iter().enumerate() {
-                let chunk = proto::UpdateWorktree {
-                    project_id: project.to_proto(),
-                    worktree_id: tree.id as u64,
-                    root_name: tree.root_name.clone(),
-                    updated_entries: run,
-                    removed_paths: Vec::new(),
-                    scan_id: tree.scan_id as u64,
-                    is_last_update: !more && i == last_run,
-                };
-                app.cluster.send_paced(joiner, chunk).await?;
-            }
-            if !more {
-                break;
-            }
-        }
-    }
+    // Summaries first: the last worktree's `is_last_update` then ends the stream.
     let mut after = None;
     loop {
         behind()?;
@@ -278,6 +250,36 @@ pub(super) async fn stream_to_joiner(
         }
         if !full {
             break;
+        }
+    }
+    for tree in worktrees {
+        let mut after: Option<String> = None;
+        loop {
+            behind()?;
+            let mut page =
+                worktree_entries_page(snapshot, project, tree.id, after.as_deref(), limit + 1)
+                    .await?;
+            let more = page.len() > limit;
+            page.truncate(limit);
+            after = page.last().map(|row| row.path.clone());
+            app.metrics.join_entries_streamed.inc_by(page.len() as u64);
+            let runs = by_size(page.into_iter().map(entry_to_proto).collect());
+            let last_run = runs.len() - 1;
+            for (i, run) in runs.into_iter().enumerate() {
+                let chunk = proto::UpdateWorktree {
+                    project_id: project.to_proto(),
+                    worktree_id: tree.id as u64,
+                    root_name: tree.root_name.clone(),
+                    updated_entries: run,
+                    removed_paths: Vec::new(),
+                    scan_id: tree.scan_id as u64,
+                    is_last_update: !more && i == last_run,
+                };
+                app.cluster.send_paced(joiner, chunk).await?;
+            }
+            if !more {
+                break;
+            }
         }
     }
     Ok(())
