@@ -7,6 +7,7 @@ use sea_orm_migration::prelude::*;
 mod m20261123_000001_initial;
 mod m20261123_000002_rooms;
 mod m20261123_000003_projects;
+mod m20261123_000004_documents;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_initial::Migration),
             Box::new(m20261123_000002_rooms::Migration),
             Box::new(m20261123_000003_projects::Migration),
+            Box::new(m20261123_000004_documents::Migration),
         ]
     }
 }

@@ -198,6 +198,26 @@ pub struct Config {
     #[arg(long, env = "COLLAB_MAX_PROJECTS_PER_CONNECTION", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_projects_per_connection: u32,
 
+    /// Documents (Yjs) held in memory at once; opening one more is refused.
+    #[arg(long, env = "COLLAB_MAX_DOCS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_docs: u64,
+
+    /// Yjs WebSocket connections per document.
+    #[arg(long, env = "COLLAB_MAX_CLIENTS_PER_DOC", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_clients_per_doc: u64,
+
+    /// Largest Yjs WebSocket message (and REST update body) accepted, in bytes.
+    #[arg(long, env = "COLLAB_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..=(256 * 1024 * 1024)))]
+    pub max_message_bytes: u64,
+
+    /// A document nobody uses leaves memory after this long (once its saves are done).
+    #[arg(long, env = "COLLAB_DOC_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub doc_idle_timeout: Duration,
+
+    /// A document's update log is compacted into a snapshot past this many updates.
+    #[arg(long, env = "COLLAB_COMPACTION_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compaction_threshold: u64,
+
     /// LiveKit server URL handed to clients (e.g. `wss://livekit.example.com`); the
     /// RoomService API is called at the same host. Without URL, key and secret, rooms
     /// work without audio/video credentials.

@@ -12,6 +12,9 @@
 //! - [`auth`]: JWT access tokens, principals, WebSocket tokens.
 //! - [`db`]: sea-orm database, typed ids, entities and queries; `migrations` beside it.
 //! - [`collab`]: the RPC domains, one handler file each, and the registration chain.
+//! - [`documents`]: the durable Yjs document store (update log, group commit,
+//!   snapshots), shared by the Yjs endpoint, REST and channel notes.
+//! - [`yjs`]: `GET /yjs/{name}`, the y-websocket endpoint.
 //! - [`livekit`]: LiveKit tokens and RoomService calls.
 //! - [`api`]: REST routes, one file per resource.
 //! - [`serve`]: builds the state and router and runs the server with graceful shutdown.
@@ -26,6 +29,7 @@ pub mod cluster;
 pub mod collab;
 pub mod config;
 pub mod db;
+pub mod documents;
 pub mod error;
 pub mod livekit;
 pub mod metrics;
@@ -34,6 +38,7 @@ pub mod migrations;
 pub mod rpc;
 pub mod seed;
 pub mod serve;
+pub mod yjs;
 
 use std::{sync::Arc, time::Instant};
 
@@ -69,6 +74,8 @@ pub struct AppState {
     pub call_timers: collab::room_lifecycle::CallTimers,
     /// Who is in which room on this server, and their presence.
     pub rooms: Arc<collab::presence::RoomPresence>,
+    /// Durable Yjs documents (the Yjs endpoint, REST, channel notes).
+    pub documents: Arc<documents::DocumentStore>,
     /// LiveKit, when configured.
     pub livekit: Option<Arc<livekit::LiveKit>>,
     /// One permit per allowed RPC connection (`--max-connections`).

@@ -23,6 +23,24 @@ pub struct Metrics {
     pub forwarded_requests: prometheus::IntCounterVec,
     /// Worktree entries streamed to joiners.
     pub join_entries_streamed: prometheus::IntCounter,
+    /// Documents held in memory.
+    pub documents_loaded: IntGauge,
+    /// Time to load a document (snapshot + log) into memory.
+    pub document_load_seconds: prometheus::Histogram,
+    /// Document updates accepted, by transport (`ws`, `rpc`, `http`).
+    pub document_updates: prometheus::IntCounterVec,
+    /// Bytes of accepted document updates.
+    pub document_update_bytes: prometheus::IntCounter,
+    /// Time of each group commit of document updates.
+    pub document_commit_seconds: prometheus::Histogram,
+    /// Updates per group commit.
+    pub document_commit_batch: prometheus::Histogram,
+    /// Compactions of document logs into snapshots.
+    pub document_compactions: prometheus::IntCounter,
+    /// Open Yjs WebSocket connections.
+    pub yjs_connections: IntGauge,
+    /// Yjs connections closed by the server, by reason.
+    pub yjs_closed: prometheus::IntCounterVec,
 }
 
 impl Metrics {
@@ -67,6 +85,71 @@ impl Metrics {
             "Worktree entries streamed to collaborators joining a project",
         )
         .unwrap();
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            prometheus::Histogram::with_opts(
+                prometheus::HistogramOpts::new(name, help).buckets(buckets),
+            )
+            .unwrap()
+        };
+        let seconds = prometheus::exponential_buckets(0.0001, 2.5, 14).unwrap();
+        let documents_loaded =
+            IntGauge::new("collab_documents_loaded", "Documents held in memory").unwrap();
+        let document_load_seconds = histogram(
+            "collab_document_load_seconds",
+            "Time to load a document (snapshot and log) into memory",
+            seconds.clone(),
+        );
+        let document_updates = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "collab_document_updates_total",
+                "Document updates accepted, by transport",
+            ),
+            &["transport"],
+        )
+        .unwrap();
+        let document_update_bytes = prometheus::IntCounter::new(
+            "collab_document_update_bytes_total",
+            "Bytes of accepted document updates",
+        )
+        .unwrap();
+        let document_commit_seconds = histogram(
+            "collab_document_commit_seconds",
+            "Time of each group commit of document updates (save latency)",
+            seconds,
+        );
+        let document_commit_batch = histogram(
+            "collab_document_commit_batch",
+            "Updates per group commit",
+            prometheus::exponential_buckets(1.0, 2.0, 10).unwrap(),
+        );
+        let document_compactions = prometheus::IntCounter::new(
+            "collab_document_compactions_total",
+            "Compactions of document logs into snapshots",
+        )
+        .unwrap();
+        let yjs_connections =
+            IntGauge::new("collab_yjs_connections", "Open Yjs WebSocket connections").unwrap();
+        let yjs_closed = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "collab_yjs_closed_total",
+                "Yjs connections closed by the server, by reason",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        for metric in [
+            Box::new(documents_loaded.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(document_load_seconds.clone()),
+            Box::new(document_updates.clone()),
+            Box::new(document_update_bytes.clone()),
+            Box::new(document_commit_seconds.clone()),
+            Box::new(document_commit_batch.clone()),
+            Box::new(document_compactions.clone()),
+            Box::new(yjs_connections.clone()),
+            Box::new(yjs_closed.clone()),
+        ] {
+            registry.register(metric).unwrap();
+        }
         for metric in [
             Box::new(shared_projects.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(project_collaborators.clone()),
@@ -91,6 +174,15 @@ impl Metrics {
             buffer_operations_relayed,
             forwarded_requests,
             join_entries_streamed,
+            documents_loaded,
+            document_load_seconds,
+            document_updates,
+            document_update_bytes,
+            document_commit_seconds,
+            document_commit_batch,
+            document_compactions,
+            yjs_connections,
+            yjs_closed,
         }
     }
 

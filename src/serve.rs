@@ -119,6 +119,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
 
+    let shutdown = CancellationToken::new();
+    let documents = crate::documents::DocumentStore::new(
+        db.clone(),
+        metrics.clone(),
+        &config,
+        shutdown.clone(),
+    );
     let projects = collab::project_relay::ProjectRelay::new(
         metrics.shared_projects.clone(),
         metrics.project_collaborators.clone(),
@@ -132,7 +139,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics,
         server_id,
         started_at: Instant::now(),
-        shutdown: CancellationToken::new(),
+        shutdown,
+        documents,
         connections: TaskTracker::new(),
         user_locks: Default::default(),
         room_locks: Default::default(),
@@ -166,6 +174,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let sweep = tokio::spawn(revocation_sweep(state.clone()));
     let presence = tokio::spawn(state.rooms.clone().expire(state.clone()));
     let rooms_sweep = tokio::spawn(collab::room_lifecycle::sweep_gone_servers(state.clone()));
+    let awareness_sweep = tokio::spawn(expire_awareness(state.clone()));
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let state = task_state;
@@ -193,11 +202,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         sweep.abort();
         presence.abort();
         rooms_sweep.abort();
+        awareness_sweep.abort();
+        // Everything a client was told is saved is committed before the server stops.
+        state.documents.flush().await;
         state.db.mark_server_stopped(state.server_id).await?;
         tracing::info!(server_id = %state.server_id, "stopped");
         Ok(())
     });
     Ok(RunningServer { addr, state, task })
+}
+
+/// Awareness states of Yjs clients not renewed within 30 s are removed (clients renew
+/// every 15 s; some never send their removal when they go).
+async fn expire_awareness(state: Arc<AppState>) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        interval.tick().await;
+        state
+            .documents
+            .expire_awareness(std::time::Duration::from_secs(30));
+    }
 }
 
 async fn heartbeat(state: Arc<AppState>) {
@@ -239,7 +263,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/stats", get(stats))
         .route("/metrics", get(metrics));
     if mode.serves_collab() {
-        router = router.route("/rpc", get(rpc_upgrade));
+        router = router
+            .route("/rpc", get(rpc_upgrade))
+            .route("/yjs/{*name}", get(crate::yjs::upgrade));
     }
     if mode.serves_api() {
         router = router.merge(api::routes());
@@ -266,6 +292,12 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "connections": state.peer.connection_count(),
         "users_online": state.pool.users_online(),
         "max_connections": state.config.max_connections,
+        "documents_loaded": state.documents.loaded(),
+        "yjs_connections": state.metrics.yjs_connections.get(),
+        "document_updates": state.metrics.document_updates.with_label_values(&["ws"]).get()
+            + state.metrics.document_updates.with_label_values(&["rpc"]).get()
+            + state.metrics.document_updates.with_label_values(&["http"]).get(),
+        "document_update_bytes": state.metrics.document_update_bytes.get(),
     }))
 }
 

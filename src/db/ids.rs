@@ -38,4 +38,5 @@ id_type!(
     RoomParticipantId,
     ProjectId,
     ProjectCollaboratorId,
+    DocumentId,
 );

@@ -28,6 +28,7 @@ use crate::{error::Result, migrations::Migrator};
 /// Attempts of one transaction before a serialization failure is returned.
 const MAX_TRANSACTION_ATTEMPTS: u32 = 10;
 
+#[derive(Clone)]
 pub struct Database {
     pub conn: DatabaseConnection,
     /// Counts retried transactions (a metric: contention shows up here first).

@@ -2,6 +2,10 @@
 
 pub mod access_token;
 pub mod contact;
+pub mod document;
+pub mod document_snapshot;
+pub mod document_update;
+pub mod document_version;
 pub mod project;
 pub mod project_collaborator;
 pub mod room;

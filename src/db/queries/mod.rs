@@ -2,6 +2,7 @@
 
 pub mod access_tokens;
 pub mod contacts;
+pub mod documents;
 pub mod project_sweep;
 pub mod projects;
 pub mod rooms;

@@ -1,0 +1,66 @@
+//! Compaction: a document's snapshot and the updates after it are merged into a new
+//! snapshot (the next epoch), in the background. It reads from the database, not from
+//! memory, so the snapshot holds exactly the updates up to the last one it read; updates
+//! committed meanwhile stay in the log after it. Editors never wait for it.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use super::{Document, DocumentStore};
+use crate::error::{Error, Result};
+
+/// Starts a compaction of `doc` unless one is running.
+pub fn start(store: Arc<DocumentStore>, doc: Arc<Document>) {
+    if doc.compacting.load(Ordering::SeqCst) {
+        return;
+    }
+    tokio::spawn(async move {
+        if let Err(error) = compact(&store, &doc).await {
+            tracing::warn!(%error, document = %doc.name, "compaction failed");
+        }
+    });
+}
+
+/// Compacts `doc` now (returns at once if another compaction of it runs).
+pub async fn compact(store: &DocumentStore, doc: &Document) -> Result<()> {
+    if doc.compacting.swap(true, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let outcome = run(store, doc).await;
+    doc.compacting.store(false, Ordering::SeqCst);
+    outcome
+}
+
+async fn run(store: &DocumentStore, doc: &Document) -> Result<()> {
+    let started = std::time::Instant::now();
+    let stored = store.db.stored_document(doc.id).await?;
+    let Some(up_to) = stored.updates.last().map(|u| u.id) else {
+        return Ok(());
+    };
+    let merged_count = stored.updates.len() as u64;
+    let (state, state_vector) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let parts = stored
+            .snapshot
+            .iter()
+            .map(|s| s.state.as_slice())
+            .chain(stored.updates.iter().map(|u| u.data.as_slice()));
+        let state = yrs::merge_updates_v1(parts)
+            .map_err(|error| Error::Internal(anyhow::anyhow!("merging updates: {error}")))?;
+        let state_vector = yrs::encode_state_vector_from_update_v1(&state)
+            .map_err(|error| Error::Internal(anyhow::anyhow!("state vector: {error}")))?;
+        Ok((state, state_vector))
+    })
+    .await
+    .map_err(|error| Error::Internal(anyhow::anyhow!("compaction task: {error}")))??;
+    store
+        .db
+        .save_snapshot(doc.id, state, state_vector, up_to)
+        .await?;
+    let _ = doc
+        .since_snapshot
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            Some(n.saturating_sub(merged_count))
+        });
+    store.metrics.document_compactions.inc();
+    tracing::debug!(document = %doc.name, merged_count, elapsed = ?started.elapsed(), "compacted");
+    Ok(())
+}

@@ -1,0 +1,525 @@
+//! The document store: durable Yjs documents shared by the Yjs endpoint (`yjs`), the REST
+//! API and channel notes.
+//!
+//! - A document is loaded once per server ([`DocumentStore::open`]): its latest snapshot
+//!   plus the updates after it, before anyone is answered.
+//! - An update is checked and applied in memory, then appended to the log by the group
+//!   committer ([`writer`]); only once its batch is committed is it relayed to the
+//!   document's other subscribers and acknowledged. A failed commit closes the
+//!   document's subscribers, whose clients then resync what was lost.
+//! - Awareness (cursors) lives in memory only.
+//! - A document nobody uses leaves memory after `--doc-idle-timeout`, once its writes
+//!   are committed; past `--compaction-threshold` updates, or when it goes idle, its log
+//!   is merged into a snapshot in the background ([`compaction`]).
+
+pub mod compaction;
+pub mod writer;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use yrs::{
+    ClientID, Doc, ReadTxn, StateVector, Transact, Update, sync::Awareness,
+    updates::decoder::Decode,
+};
+
+use crate::{
+    db::{Database, DocumentId, UserId, queries::documents::Transport},
+    error::{Error, Result},
+    metrics::Metrics,
+};
+
+/// What a subscriber of a document receives.
+#[derive(Clone, Debug)]
+pub enum DocEvent {
+    /// A committed Yjs v1 update.
+    Update(Bytes),
+    /// An encoded awareness update (y-protocols awareness payload).
+    Awareness(Bytes),
+    /// The document can no longer be served (a commit failed); resync from scratch.
+    Closed(&'static str),
+}
+
+/// A connection that receives a document's events (a Yjs socket, a channel-notes
+/// editor). `deliver` must not wait.
+pub trait Subscriber: Send + Sync {
+    fn deliver(&self, event: &DocEvent);
+}
+
+pub type SubscriberId = u64;
+
+pub struct Document {
+    pub id: DocumentId,
+    pub name: String,
+    awareness: Mutex<Awareness>,
+    /// Which subscriber first sent each awareness client id (clients also relay the
+    /// states of others, so the first sender is the owner).
+    awareness_owners: Mutex<HashMap<ClientID, SubscriberId>>,
+    subscribers: Mutex<HashMap<SubscriberId, Arc<dyn Subscriber>>>,
+    /// Subscribers plus open handles: the document stays loaded while this is above 0.
+    users: AtomicUsize,
+    /// Updates applied in memory and not yet committed.
+    pending_writes: AtomicUsize,
+    /// Updates committed since the last snapshot (or load).
+    since_snapshot: AtomicU64,
+    compacting: AtomicBool,
+    /// A commit failed: the in-memory state may hold what the log does not.
+    poisoned: AtomicBool,
+}
+
+impl Document {
+    fn new(id: DocumentId, name: String, doc: Doc, since_snapshot: u64) -> Self {
+        Document {
+            id,
+            name,
+            awareness: Mutex::new(Awareness::new(doc)),
+            awareness_owners: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(HashMap::new()),
+            users: AtomicUsize::new(0),
+            pending_writes: AtomicUsize::new(0),
+            since_snapshot: AtomicU64::new(since_snapshot),
+            compacting: AtomicBool::new(false),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` with the awareness (and its document) locked.
+    pub fn with_awareness<T>(&self, f: impl FnOnce(&mut Awareness) -> T) -> T {
+        f(&mut self.awareness.lock())
+    }
+
+    pub fn state_vector(&self) -> StateVector {
+        self.awareness.lock().doc().transact().state_vector()
+    }
+
+    /// The document as one update, or only what `since` lacks.
+    pub fn encode_since(&self, since: &StateVector) -> Vec<u8> {
+        self.awareness
+            .lock()
+            .doc()
+            .transact()
+            .encode_state_as_update_v1(since)
+    }
+
+    /// Checks and applies a Yjs v1 update in memory. An update that does not decode or
+    /// integrate is refused and changes nothing here.
+    pub fn apply(&self, data: &[u8]) -> Result<()> {
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(Error::unavailable("the document is reloading; reconnect"));
+        }
+        let update = Update::decode_v1(data)
+            .map_err(|error| Error::invalid(format!("the update does not decode: {error}")))?;
+        let awareness = self.awareness.lock();
+        let mut txn = awareness.doc().transact_mut();
+        txn.apply_update(update)
+            .map_err(|error| Error::invalid(format!("the update does not apply: {error}")))
+    }
+
+    /// Records `subscriber` as the owner of the ids nobody owns yet.
+    pub fn claim_awareness(
+        &self,
+        ids: impl IntoIterator<Item = ClientID>,
+        subscriber: SubscriberId,
+    ) {
+        let mut owners = self.awareness_owners.lock();
+        for id in ids {
+            owners.entry(id).or_insert(subscriber);
+        }
+    }
+
+    /// Removes the awareness states `subscriber` owns; returns the removal to broadcast.
+    pub fn release_awareness(&self, subscriber: SubscriberId) -> Option<Bytes> {
+        let ids: Vec<ClientID> = {
+            let mut owners = self.awareness_owners.lock();
+            let ids = owners
+                .iter()
+                .filter(|(_, owner)| **owner == subscriber)
+                .map(|(id, _)| *id)
+                .collect();
+            owners.retain(|_, owner| *owner != subscriber);
+            ids
+        };
+        self.remove_awareness(ids)
+    }
+
+    /// Removes awareness states not renewed within `max_age`; returns the removal.
+    pub fn expire_awareness(&self, max_age: std::time::Duration) -> Option<Bytes> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let cutoff = now.saturating_sub(max_age.as_millis() as u64);
+        let stale: Vec<ClientID> = self
+            .awareness
+            .lock()
+            .iter()
+            .filter(|(_, state)| state.data.is_some() && state.last_updated < cutoff)
+            .map(|(id, _)| id)
+            .collect();
+        if !stale.is_empty() {
+            let mut owners = self.awareness_owners.lock();
+            for id in &stale {
+                owners.remove(id);
+            }
+        }
+        self.remove_awareness(stale)
+    }
+
+    fn remove_awareness(&self, ids: Vec<ClientID>) -> Option<Bytes> {
+        if ids.is_empty() {
+            return None;
+        }
+        let mut awareness = self.awareness.lock();
+        for id in &ids {
+            awareness.remove_state(*id);
+        }
+        let update = awareness.update_with_clients(ids).ok()?;
+        Some(yrs::updates::encoder::Encode::encode_v1(&update).into())
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().len()
+    }
+
+    /// Sends `event` to every subscriber but `except`.
+    pub fn broadcast(&self, event: &DocEvent, except: Option<SubscriberId>) {
+        let subscribers: Vec<_> = self
+            .subscribers
+            .lock()
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .map(|(_, s)| s.clone())
+            .collect();
+        for subscriber in subscribers {
+            subscriber.deliver(event);
+        }
+    }
+
+    pub fn unsubscribe(&self, id: SubscriberId) {
+        self.subscribers.lock().remove(&id);
+    }
+}
+
+/// A use of a loaded document; while any exists the document stays in memory.
+pub struct DocHandle {
+    pub doc: Arc<Document>,
+    store: Arc<DocumentStore>,
+}
+
+impl std::ops::Deref for DocHandle {
+    type Target = Document;
+    fn deref(&self) -> &Document {
+        &self.doc
+    }
+}
+
+impl Drop for DocHandle {
+    fn drop(&mut self) {
+        if self.doc.users.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.store.schedule_unload(self.doc.clone());
+        }
+    }
+}
+
+type Slot = Arc<tokio::sync::OnceCell<Arc<Document>>>;
+
+pub struct DocumentStore {
+    db: Database,
+    metrics: Metrics,
+    registry: Mutex<HashMap<String, Slot>>,
+    writer: writer::Writer,
+    next_subscriber: AtomicU64,
+    max_docs: usize,
+    idle_timeout: std::time::Duration,
+    compaction_threshold: u64,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+/// Document names: 1–512 bytes, no control characters, no empty path segment.
+pub fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 512
+        && !name.chars().any(char::is_control)
+        && !name.split('/').any(str::is_empty);
+    if !valid {
+        return Err(Error::invalid(
+            "a document name is 1 to 512 bytes of '/'-separated non-empty segments",
+        ));
+    }
+    Ok(())
+}
+
+impl DocumentStore {
+    pub fn new(
+        db: Database,
+        metrics: Metrics,
+        config: &crate::Config,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|store| DocumentStore {
+            writer: writer::Writer::start(db.clone(), metrics.clone(), store.clone()),
+            db,
+            metrics,
+            registry: Mutex::new(HashMap::new()),
+            next_subscriber: AtomicU64::new(1),
+            max_docs: config.max_docs as usize,
+            idle_timeout: config.doc_idle_timeout,
+            compaction_threshold: config.compaction_threshold,
+            shutdown,
+        })
+    }
+
+    pub fn loaded(&self) -> usize {
+        self.registry.lock().len()
+    }
+
+    /// The document named `name`, loaded (from its snapshot and log) if needed.
+    pub async fn open(self: &Arc<Self>, name: &str) -> Result<DocHandle> {
+        check_name(name)?;
+        loop {
+            let slot = {
+                let mut registry = self.registry.lock();
+                if !registry.contains_key(name) && registry.len() >= self.max_docs {
+                    return Err(Error::new(
+                        crate::rpc::proto::ErrorCode::Unavailable,
+                        format!(
+                            "{} documents are open (--max-docs); try again later",
+                            self.max_docs
+                        ),
+                    ));
+                }
+                registry.entry(name.to_string()).or_default().clone()
+            };
+            let doc = slot
+                .get_or_try_init(|| self.load(name))
+                .await
+                .inspect_err(|_| {
+                    // Let the next open retry from scratch.
+                    let mut registry = self.registry.lock();
+                    if registry
+                        .get(name)
+                        .is_some_and(|s| Arc::ptr_eq(s, &slot) && !s.initialized())
+                    {
+                        registry.remove(name);
+                    }
+                })?
+                .clone();
+            // Count the use under the registry lock, so an unload cannot slip between.
+            let registry = self.registry.lock();
+            if registry.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                doc.users.fetch_add(1, Ordering::SeqCst);
+                return Ok(DocHandle {
+                    doc,
+                    store: self.clone(),
+                });
+            }
+            // Unloaded between the load and now: open again.
+        }
+    }
+
+    async fn load(&self, name: &str) -> Result<Arc<Document>> {
+        let started = std::time::Instant::now();
+        let row = self.db.ensure_document(name).await?;
+        let stored = self.db.stored_document(row.id).await?;
+        let count = stored.updates.len() as u64;
+        let doc = tokio::task::spawn_blocking(move || -> Result<Doc> {
+            let doc = Doc::new();
+            let mut txn = doc.transact_mut();
+            let parts = stored
+                .snapshot
+                .iter()
+                .map(|s| &s.state)
+                .chain(stored.updates.iter().map(|u| &u.data));
+            for data in parts {
+                match Update::decode_v1(data) {
+                    Ok(update) => {
+                        if let Err(error) = txn.apply_update(update) {
+                            tracing::error!(%error, "a stored update does not apply; skipped");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "a stored update does not decode; skipped")
+                    }
+                }
+            }
+            drop(txn);
+            Ok(doc)
+        })
+        .await
+        .map_err(|error| Error::Internal(anyhow::anyhow!("loading a document: {error}")))??;
+        self.metrics.documents_loaded.inc();
+        self.metrics
+            .document_load_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Arc::new(Document::new(
+            row.id,
+            name.to_string(),
+            doc,
+            count,
+        )))
+    }
+
+    /// Adds a subscriber to an open document; returns its id. At most `max` per
+    /// document (`None`: no limit).
+    pub fn subscribe(
+        &self,
+        handle: &DocHandle,
+        subscriber: Arc<dyn Subscriber>,
+        max: Option<usize>,
+    ) -> Result<SubscriberId> {
+        let mut subscribers = handle.subscribers.lock();
+        if max.is_some_and(|max| subscribers.len() >= max) {
+            return Err(Error::new(
+                crate::rpc::proto::ErrorCode::Unavailable,
+                format!(
+                    "the document has its maximum of {} clients",
+                    max.unwrap_or(0)
+                ),
+            ));
+        }
+        let id = self.next_subscriber.fetch_add(1, Ordering::Relaxed);
+        subscribers.insert(id, subscriber);
+        Ok(id)
+    }
+
+    /// Applies `data` in memory, then commits it; returns its sequence number once it is
+    /// durable (it has then been relayed to the other subscribers).
+    pub async fn apply_update(
+        &self,
+        doc: &DocHandle,
+        data: Vec<u8>,
+        author: Option<UserId>,
+        transport: Transport,
+        origin: Option<SubscriberId>,
+    ) -> Result<i64> {
+        let done = self
+            .submit_update(doc, data, author, transport, origin)
+            .await?;
+        done.await
+            .map_err(|_| Error::unavailable("the server is shutting down"))?
+    }
+
+    /// Like `apply_update`, without waiting for the commit: returns when the update is
+    /// queued (waiting while the committer's queue is full). For pipelined sockets.
+    pub async fn submit_update(
+        &self,
+        doc: &DocHandle,
+        data: Vec<u8>,
+        author: Option<UserId>,
+        transport: Transport,
+        origin: Option<SubscriberId>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<i64>>> {
+        doc.apply(&data)?;
+        self.metrics
+            .document_updates
+            .with_label_values(&[transport.as_str()])
+            .inc();
+        self.metrics.document_update_bytes.inc_by(data.len() as u64);
+        doc.pending_writes.fetch_add(1, Ordering::SeqCst);
+        self.writer
+            .submit(writer::Write {
+                doc: doc.doc.clone(),
+                data: data.into(),
+                author,
+                transport,
+                origin,
+            })
+            .await
+    }
+
+    /// Called by the writer after a commit.
+    fn committed(self: &Arc<Self>, doc: &Arc<Document>, count: u64) {
+        let since = doc.since_snapshot.fetch_add(count, Ordering::SeqCst) + count;
+        if since >= self.compaction_threshold {
+            compaction::start(self.clone(), doc.clone());
+        }
+    }
+
+    /// A commit failed: the document's memory may hold updates the log lacks. Its
+    /// subscribers are told to resync and it leaves the registry.
+    fn poison(&self, doc: &Arc<Document>) {
+        if doc.poisoned.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut registry = self.registry.lock();
+        if registry
+            .get(&doc.name)
+            .and_then(|slot| slot.get())
+            .is_some_and(|loaded| Arc::ptr_eq(loaded, doc))
+        {
+            registry.remove(&doc.name);
+            self.metrics.documents_loaded.dec();
+        }
+        drop(registry);
+        doc.broadcast(&DocEvent::Closed("the document could not be saved"), None);
+    }
+
+    /// The last use of `doc` ended: after the idle timeout, and once its writes are
+    /// committed, it is compacted (if it has new updates) and leaves memory.
+    fn schedule_unload(self: &Arc<Self>, doc: Arc<Document>) {
+        let store = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(store.idle_timeout) => {}
+                    _ = store.shutdown.cancelled() => {}
+                }
+                if doc.users.load(Ordering::SeqCst) > 0 {
+                    return;
+                }
+                if doc.pending_writes.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                if store.shutdown.is_cancelled() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            if doc.since_snapshot.load(Ordering::SeqCst) > 0
+                && let Err(error) = compaction::compact(&store, &doc).await
+            {
+                tracing::warn!(%error, document = %doc.name, "compaction at unload failed");
+            }
+            let mut registry = store.registry.lock();
+            if doc.users.load(Ordering::SeqCst) == 0
+                && registry
+                    .get(&doc.name)
+                    .and_then(|slot| slot.get())
+                    .is_some_and(|loaded| Arc::ptr_eq(loaded, &doc))
+            {
+                registry.remove(&doc.name);
+                store.metrics.documents_loaded.dec();
+            }
+        });
+    }
+
+    /// Every loaded document's awareness states older than `max_age` are removed, and
+    /// their subscribers told (clients renew theirs every 15 s).
+    pub fn expire_awareness(&self, max_age: std::time::Duration) {
+        let loaded: Vec<Arc<Document>> = self
+            .registry
+            .lock()
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect();
+        for doc in loaded {
+            if let Some(removal) = doc.expire_awareness(max_age) {
+                doc.broadcast(&DocEvent::Awareness(removal), None);
+            }
+        }
+    }
+
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Waits until every queued update is committed (for shutdown).
+    pub async fn flush(&self) {
+        self.writer.flush().await;
+    }
+}

@@ -1,0 +1,290 @@
+//! One Yjs WebSocket: the server speaks first (Step1 and the current awareness, once the
+//! document is loaded), answers Step1 with Step2, commits updates before relaying them,
+//! relays awareness (echoed to the sender too, as the reference server does), answers
+//! awareness queries, and keeps the client's 30 s silence timer from firing. On close,
+//! the awareness states the socket owned are removed for everyone.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use yrs::{StateVector, sync::AwarenessUpdate, updates::decoder::Decode, updates::encoder::Encode};
+
+use super::protocol::{self, Message};
+use crate::{
+    AppState,
+    auth::jwt::Permission,
+    db::{UserId, queries::documents::Transport},
+    documents::{DocEvent, DocHandle, Subscriber, SubscriberId},
+};
+
+/// Frames queued for one socket at most; a socket that falls further behind is closed.
+const QUEUE: usize = 1024;
+/// Something is sent at least this often (clients drop a connection silent for 30 s).
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// An awareness update larger than this closes the socket.
+pub const MAX_AWARENESS_BYTES: usize = 64 * 1024;
+
+/// Close codes (RFC 6455 and the registered 1013).
+mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+enum Outgoing {
+    Frame(Bytes),
+    Close(u16, &'static str),
+}
+
+/// The socket as a subscriber of its document.
+struct Socket {
+    queue: mpsc::Sender<Outgoing>,
+    too_slow: CancellationToken,
+}
+
+impl Subscriber for Socket {
+    fn deliver(&self, event: &DocEvent) {
+        let outgoing = match event {
+            DocEvent::Update(update) => {
+                let mut frame = Vec::with_capacity(update.len() + 8);
+                protocol::update(&mut frame, update);
+                Outgoing::Frame(frame.into())
+            }
+            DocEvent::Awareness(awareness) => {
+                let mut frame = Vec::with_capacity(awareness.len() + 8);
+                protocol::awareness(&mut frame, awareness);
+                Outgoing::Frame(frame.into())
+            }
+            DocEvent::Closed(reason) => Outgoing::Close(close::INTERNAL, reason),
+        };
+        if self.queue.try_send(outgoing).is_err() {
+            self.too_slow.cancel();
+        }
+    }
+}
+
+pub struct Session {
+    pub app: Arc<AppState>,
+    pub name: String,
+    pub user: UserId,
+    pub permission: Permission,
+}
+
+/// Why the server ends a socket: a close code and a reason the client sees.
+struct Ending(u16, String, &'static str);
+
+pub async fn run(mut socket: WebSocket, session: Session) {
+    let metrics = session.app.metrics.clone();
+    metrics.yjs_connections.inc();
+    let ending = serve(&mut socket, &session).await;
+    metrics.yjs_connections.dec();
+    if let Err(Ending(code, reason, kind)) = ending {
+        metrics.yjs_closed.with_label_values(&[kind]).inc();
+        tracing::info!(document = %session.name, code, %reason, "closing a Yjs connection");
+        let frame = CloseFrame {
+            code,
+            reason: reason.chars().take(120).collect::<String>().into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(WsMessage::Close(Some(frame))),
+        )
+        .await;
+    }
+}
+
+async fn serve(socket: &mut WebSocket, session: &Session) -> Result<(), Ending> {
+    let app = &session.app;
+    let doc = app.documents.open(&session.name).await.map_err(|error| {
+        Ending(
+            close::TRY_AGAIN_LATER,
+            error.into_rpc().message,
+            "unavailable",
+        )
+    })?;
+    let (queue, mut outgoing) = mpsc::channel(QUEUE);
+    let too_slow = CancellationToken::new();
+    let subscriber = Arc::new(Socket {
+        queue,
+        too_slow: too_slow.clone(),
+    });
+    let max = Some(app.config.max_clients_per_doc as usize);
+    let id = app
+        .documents
+        .subscribe(&doc, subscriber, max)
+        .map_err(|error| Ending(close::TRY_AGAIN_LATER, error.into_rpc().message, "full"))?;
+    let ended = exchange(socket, session, &doc, id, &mut outgoing, &too_slow).await;
+    doc.unsubscribe(id);
+    // The socket's cursors disappear for everyone now, not after the 30 s sweep.
+    if let Some(removal) = doc.release_awareness(id) {
+        doc.broadcast(&DocEvent::Awareness(removal), None);
+    }
+    ended
+}
+
+async fn exchange(
+    socket: &mut WebSocket,
+    session: &Session,
+    doc: &DocHandle,
+    id: SubscriberId,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+    too_slow: &CancellationToken,
+) -> Result<(), Ending> {
+    let app = &session.app;
+    // The server speaks first: Step1, and the awareness states it knows.
+    let mut hello = Vec::new();
+    protocol::sync_step1(&mut hello, &doc.state_vector().encode_v1());
+    if let Some(states) = all_awareness(doc) {
+        protocol::awareness(&mut hello, &states);
+    }
+    send(socket, hello).await?;
+    let mut last_sent = Instant::now();
+    let mut keepalive = tokio::time::interval(KEEPALIVE / 3);
+    loop {
+        tokio::select! {
+            received = socket.recv() => match received {
+                Some(Ok(WsMessage::Binary(data))) => {
+                    let reply = handle(session, doc, id, &data).await?;
+                    if !reply.is_empty() {
+                        send(socket, reply).await?;
+                        last_sent = Instant::now();
+                    }
+                }
+                Some(Ok(WsMessage::Text(_))) => {
+                    return Err(Ending(close::UNSUPPORTED, "y-protocols frames are binary".into(), "text"));
+                }
+                Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Ok(()),
+                Some(Ok(_)) => {}
+            },
+            next = outgoing.recv() => match next {
+                Some(Outgoing::Frame(frame)) => {
+                    send(socket, frame.to_vec()).await?;
+                    last_sent = Instant::now();
+                }
+                Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
+                None => return Ok(()),
+            },
+            _ = keepalive.tick() => {
+                if last_sent.elapsed() >= KEEPALIVE {
+                    send(socket, protocol::KEEPALIVE.to_vec()).await?;
+                    last_sent = Instant::now();
+                }
+            }
+            _ = too_slow.cancelled() => {
+                return Err(Ending(close::POLICY, "too slow: the outgoing queue is full".into(), "slow_consumer"));
+            }
+            _ = app.shutdown.cancelled() => {
+                return Err(Ending(close::GOING_AWAY, "server shutting down".into(), "shutdown"));
+            }
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), Ending> {
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        socket.send(WsMessage::Binary(frame.into())),
+    )
+    .await
+    {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
+    }
+}
+
+/// Every awareness state the document knows, encoded; `None` when there is none.
+fn all_awareness(doc: &DocHandle) -> Option<Vec<u8>> {
+    doc.with_awareness(|awareness| awareness.update().ok())
+        .filter(|update| !update.clients.is_empty())
+        .map(|update| update.encode_v1())
+}
+
+fn invalid(reason: impl Into<String>) -> Ending {
+    Ending(close::INVALID, reason.into(), "invalid")
+}
+
+/// Handles one frame; returns the reply frame (possibly empty).
+async fn handle(
+    session: &Session,
+    doc: &DocHandle,
+    id: SubscriberId,
+    frame: &[u8],
+) -> Result<Vec<u8>, Ending> {
+    let app = &session.app;
+    let messages = protocol::parse(frame).map_err(|error| match error {
+        protocol::FrameError::UnknownType(_) | protocol::FrameError::UnknownSyncType(_) => {
+            Ending(close::UNSUPPORTED, error.to_string(), "unsupported")
+        }
+        error => invalid(error.to_string()),
+    })?;
+    let mut reply = Vec::new();
+    for message in messages {
+        match message {
+            Message::SyncStep1(sv) => {
+                let sv = StateVector::decode_v1(sv).map_err(|error| {
+                    invalid(format!("the state vector does not decode: {error}"))
+                })?;
+                protocol::sync_step2(&mut reply, &doc.encode_since(&sv));
+            }
+            Message::SyncStep2(update) | Message::Update(update) => {
+                if session.permission != Permission::Write {
+                    protocol::permission_denied(
+                        &mut reply,
+                        "read-only connection: updates are not accepted",
+                    );
+                    continue;
+                }
+                // An empty update (a Step2 of a client with nothing new) changes nothing.
+                if update == [0, 0] {
+                    continue;
+                }
+                // Pipelined: the commit (and the relay after it) go on while we read on.
+                app.documents
+                    .submit_update(
+                        doc,
+                        update.to_vec(),
+                        Some(session.user),
+                        Transport::Ws,
+                        Some(id),
+                    )
+                    .await
+                    .map_err(|error| invalid(error.into_rpc().message))?;
+            }
+            Message::Awareness(bytes) => {
+                if bytes.len() > MAX_AWARENESS_BYTES {
+                    return Err(Ending(
+                        close::TOO_BIG,
+                        format!("an awareness update over {MAX_AWARENESS_BYTES} bytes"),
+                        "too_big",
+                    ));
+                }
+                let update = AwarenessUpdate::decode_v1(bytes).map_err(|error| {
+                    invalid(format!("the awareness update does not decode: {error}"))
+                })?;
+                doc.claim_awareness(update.clients.keys().copied(), id);
+                doc.with_awareness(|awareness| awareness.apply_update(update))
+                    .map_err(|error| {
+                        invalid(format!("the awareness update does not apply: {error}"))
+                    })?;
+                // To everyone, the sender included: the echo is its keepalive.
+                doc.broadcast(&DocEvent::Awareness(Bytes::copy_from_slice(bytes)), None);
+            }
+            Message::QueryAwareness => match all_awareness(doc) {
+                Some(states) => protocol::awareness(&mut reply, &states),
+                None => reply.extend_from_slice(protocol::KEEPALIVE),
+            },
+            Message::Auth => {}
+        }
+    }
+    Ok(reply)
+}

@@ -1,0 +1,117 @@
+//! The Yjs endpoint: `GET /yjs/{document name...}` speaks y-protocols v1 to stock
+//! `y-websocket` clients, on the durable document store.
+//!
+//! - Auth happens before the upgrade: a token in `?token=` or `Authorization: Bearer`,
+//!   either a `collab-ws` token (scoped to a document or not, read or write) or an
+//!   access token (read-write). No valid token → 401; a token for another document → 403.
+//! - [`connection`]: one socket's life. [`protocol`]: the framing.
+
+pub mod connection;
+pub mod protocol;
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, Query, State, WebSocketUpgrade},
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{
+    AppState,
+    auth::{AuthError, extract::bearer_token, jwt::Permission},
+    db::UserId,
+    error::Error,
+};
+
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// Who may open `name`, and how: from a `collab-ws` token or an access token.
+pub async fn authorize(
+    app: &AppState,
+    token: &str,
+    name: &str,
+) -> Result<(UserId, Permission), Error> {
+    let refused = |reason: String| {
+        tracing::info!(%reason, "document access refused");
+        Error::unauthorized("invalid, expired or revoked token")
+    };
+    let (user, permission) = match app.auth.verify_ws_token(token) {
+        Ok(claims) => {
+            if claims.document.as_deref().is_some_and(|d| d != name) {
+                return Err(Error::forbidden("this token is for another document"));
+            }
+            (UserId(claims.user_id), claims.permission)
+        }
+        Err(_) => match app.auth.authenticate(&app.db, token).await {
+            Ok(authenticated) => (authenticated.principal.user_id(), Permission::Write),
+            Err(AuthError::Rejected(reason)) => return Err(refused(reason)),
+            Err(AuthError::Unavailable(reason)) => {
+                tracing::error!(%reason, "token check failed");
+                return Err(Error::unavailable(
+                    "authentication is temporarily unavailable; retry",
+                ));
+            }
+        },
+    };
+    if name.starts_with("channel/") {
+        // Channel notes follow the channel's roles, which channels (issue #6) bring.
+        return Err(Error::forbidden(
+            "channel documents are opened through channel membership",
+        ));
+    }
+    Ok((user, permission))
+}
+
+/// The token of a request: `?token=` first, then the `Authorization` header.
+pub fn request_token<'a>(query: &'a TokenQuery, headers: &'a HeaderMap) -> Option<&'a str> {
+    query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer_token(headers).ok())
+}
+
+pub async fn upgrade(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(error) = crate::documents::check_name(&name) {
+        return error.into_response();
+    }
+    let Some(token) = request_token(&query, &headers) else {
+        return Error::unauthorized("a token is required (?token= or Authorization: Bearer)")
+            .into_response();
+    };
+    let (user, permission) = match authorize(&app, token, &name).await {
+        Ok(access) => access,
+        Err(error) => return error.into_response(),
+    };
+    if app.shutdown.is_cancelled() {
+        return Error::unavailable("server is shutting down").into_response();
+    }
+    let max = app.config.max_message_bytes as usize;
+    let tracked = app.connections.token();
+    upgrade
+        .max_message_size(max)
+        .max_frame_size(max)
+        .read_buffer_size(4096)
+        .write_buffer_size(16 * 1024)
+        .on_upgrade(move |socket| async move {
+            let session = connection::Session {
+                app,
+                name,
+                user,
+                permission,
+            };
+            connection::run(socket, session).await;
+            drop(tracked);
+        })
+}
