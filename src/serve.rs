@@ -268,7 +268,7 @@ pub fn router(state: HttpState) -> Router {
             .route("/yjs/{*name}", get(crate::yjs::upgrade));
     }
     if mode.serves_api() {
-        router = router.merge(api::routes());
+        router = router.merge(api::routes(state.app.config.max_message_bytes as usize));
     }
     router.with_state(state)
 }

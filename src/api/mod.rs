@@ -4,7 +4,9 @@
 //! - [`users`]: `GET /api/user`, `POST /api/users`.
 //! - [`tokens`]: `POST /api/users/{id}/access_tokens`, `POST /api/ws-token`,
 //!   `DELETE /api/access_tokens/{jti}`.
+//! - [`docs`]: `/api/docs/{name}` (state, updates, named versions).
 
+pub mod docs;
 pub mod tokens;
 pub mod users;
 
@@ -15,8 +17,15 @@ use axum::{
 
 use crate::serve::HttpState;
 
-pub fn routes() -> Router<HttpState> {
+/// The routes; request bodies of document updates may be `max_body` bytes.
+pub fn routes(max_body: usize) -> Router<HttpState> {
     Router::new()
+        .route(
+            "/api/docs/{*path}",
+            get(docs::get)
+                .post(docs::post)
+                .layer(axum::extract::DefaultBodyLimit::max(max_body)),
+        )
         .route("/api/user", get(users::current_user))
         .route("/api/users", post(users::create_user))
         .route(

@@ -27,7 +27,7 @@ use crate::{
 
 #[derive(Deserialize)]
 pub struct TokenQuery {
-    token: Option<String>,
+    pub token: Option<String>,
 }
 
 /// Who may open `name`, and how: from a `collab-ws` token or an access token.
