@@ -212,8 +212,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { addr, state, task })
 }
 
-/// Awareness states of Yjs clients not renewed within 30 s are removed (clients renew
-/// every 15 s; some never send their removal when they go).
+/// Every 5 s: awareness states of Yjs clients not renewed within 30 s are removed
+/// (clients renew every 15 s; some never send their removal when they go), and the
+/// update rates in `/stats` are sampled.
 async fn expire_awareness(state: Arc<AppState>) {
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
@@ -221,6 +222,7 @@ async fn expire_awareness(state: Arc<AppState>) {
         state
             .documents
             .expire_awareness(std::time::Duration::from_secs(30));
+        state.documents.sample_rates();
     }
 }
 
@@ -285,6 +287,12 @@ async fn healthz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let commits = &state.metrics.document_commit_seconds;
+    let save_latency_ms = if commits.get_sample_count() == 0 {
+        0.0
+    } else {
+        commits.get_sample_sum() * 1000.0 / commits.get_sample_count() as f64
+    };
     Json(serde_json::json!({
         "server_id": state.server_id.0,
         "version": env!("CARGO_PKG_VERSION"),
@@ -294,10 +302,9 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "max_connections": state.config.max_connections,
         "documents_loaded": state.documents.loaded(),
         "yjs_connections": state.metrics.yjs_connections.get(),
-        "document_updates": state.metrics.document_updates.with_label_values(&["ws"]).get()
-            + state.metrics.document_updates.with_label_values(&["rpc"]).get()
-            + state.metrics.document_updates.with_label_values(&["http"]).get(),
-        "document_update_bytes": state.metrics.document_update_bytes.get(),
+        "document_updates_per_second": state.documents.rates().updates_per_second,
+        "document_update_bytes_per_second": state.documents.rates().bytes_per_second,
+        "document_save_latency_ms_avg": save_latency_ms,
     }))
 }
 

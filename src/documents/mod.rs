@@ -239,6 +239,16 @@ pub struct DocumentStore {
     idle_timeout: std::time::Duration,
     compaction_threshold: u64,
     shutdown: tokio_util::sync::CancellationToken,
+    rates: Mutex<Rates>,
+}
+
+/// Updates and bytes per second, measured between two `sample_rates` calls.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Rates {
+    pub updates_per_second: f64,
+    pub bytes_per_second: f64,
+    #[serde(skip)]
+    last: Option<(std::time::Instant, u64, u64)>,
 }
 
 /// Document names: 1–512 bytes, no control characters, no empty path segment.
@@ -272,6 +282,7 @@ impl DocumentStore {
             idle_timeout: config.doc_idle_timeout,
             compaction_threshold: config.compaction_threshold,
             shutdown,
+            rates: Mutex::new(Rates::default()),
         })
     }
 
@@ -512,6 +523,27 @@ impl DocumentStore {
                 doc.broadcast(&DocEvent::Awareness(removal), None);
             }
         }
+    }
+
+    /// Updates the per-second rates from the counters (called every few seconds).
+    pub fn sample_rates(&self) {
+        let updates: u64 = ["ws", "rpc", "http"]
+            .iter()
+            .map(|t| self.metrics.document_updates.with_label_values(&[t]).get())
+            .sum();
+        let bytes = self.metrics.document_update_bytes.get();
+        let now = std::time::Instant::now();
+        let mut rates = self.rates.lock();
+        if let Some((then, last_updates, last_bytes)) = rates.last {
+            let seconds = now.duration_since(then).as_secs_f64().max(1e-3);
+            rates.updates_per_second = (updates - last_updates) as f64 / seconds;
+            rates.bytes_per_second = (bytes - last_bytes) as f64 / seconds;
+        }
+        rates.last = Some((now, updates, bytes));
+    }
+
+    pub fn rates(&self) -> Rates {
+        *self.rates.lock()
     }
 
     pub fn db(&self) -> &Database {
