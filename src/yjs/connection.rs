@@ -142,20 +142,22 @@ async fn exchange(
 ) -> Result<(), Ending> {
     let app = &session.app;
     // The server speaks first: Step1, and the awareness states it knows.
+    // One message per frame: the stock client reads only the first of a frame.
     let mut hello = Vec::new();
     protocol::sync_step1(&mut hello, &doc.state_vector().encode_v1());
-    if let Some(states) = all_awareness(doc) {
-        protocol::awareness(&mut hello, &states);
-    }
     send(socket, hello).await?;
+    if let Some(states) = all_awareness(doc) {
+        let mut frame = Vec::new();
+        protocol::awareness(&mut frame, &states);
+        send(socket, frame).await?;
+    }
     let mut last_sent = Instant::now();
     let mut keepalive = tokio::time::interval(KEEPALIVE / 3);
     loop {
         tokio::select! {
             received = socket.recv() => match received {
                 Some(Ok(WsMessage::Binary(data))) => {
-                    let reply = handle(session, doc, id, &data).await?;
-                    if !reply.is_empty() {
+                    for reply in handle(session, doc, id, &data).await? {
                         send(socket, reply).await?;
                         last_sent = Instant::now();
                     }
@@ -213,13 +215,13 @@ fn invalid(reason: impl Into<String>) -> Ending {
     Ending(close::INVALID, reason.into(), "invalid")
 }
 
-/// Handles one frame; returns the reply frame (possibly empty).
+/// Handles one frame; returns the replies, one message per frame.
 async fn handle(
     session: &Session,
     doc: &DocHandle,
     id: SubscriberId,
     frame: &[u8],
-) -> Result<Vec<u8>, Ending> {
+) -> Result<Vec<Vec<u8>>, Ending> {
     let app = &session.app;
     let messages = protocol::parse(frame).map_err(|error| match error {
         protocol::FrameError::UnknownType(_) | protocol::FrameError::UnknownSyncType(_) => {
@@ -227,8 +229,9 @@ async fn handle(
         }
         error => invalid(error.to_string()),
     })?;
-    let mut reply = Vec::new();
+    let mut replies = Vec::new();
     for message in messages {
+        let mut reply = Vec::new();
         match message {
             Message::SyncStep1(sv) => {
                 let sv = StateVector::decode_v1(sv).map_err(|error| {
@@ -237,15 +240,17 @@ async fn handle(
                 protocol::sync_step2(&mut reply, &doc.encode_since(&sv));
             }
             Message::SyncStep2(update) | Message::Update(update) => {
+                // An empty update (a Step2 of a client with nothing new) changes nothing,
+                // even for a read-only connection.
+                if update == [0, 0] {
+                    continue;
+                }
                 if session.permission != Permission::Write {
                     protocol::permission_denied(
                         &mut reply,
                         "read-only connection: updates are not accepted",
                     );
-                    continue;
-                }
-                // An empty update (a Step2 of a client with nothing new) changes nothing.
-                if update == [0, 0] {
+                    replies.push(reply);
                     continue;
                 }
                 // Pipelined: the commit (and the relay after it) go on while we read on.
@@ -285,6 +290,9 @@ async fn handle(
             },
             Message::Auth => {}
         }
+        if !reply.is_empty() {
+            replies.push(reply);
+        }
     }
-    Ok(reply)
+    Ok(replies)
 }

@@ -9,6 +9,7 @@
 pub mod projects;
 pub mod raw;
 pub mod rooms;
+pub mod yjs;
 
 use std::{sync::Arc, time::Duration};
 
