@@ -444,6 +444,18 @@ impl DocumentStore {
             .await
     }
 
+    /// Removes `doc` from the registry if it is still the loaded copy of its name.
+    fn forget(&self, registry: &mut HashMap<String, Slot>, doc: &Arc<Document>) {
+        if registry
+            .get(&doc.name)
+            .and_then(|slot| slot.get())
+            .is_some_and(|loaded| Arc::ptr_eq(loaded, doc))
+        {
+            registry.remove(&doc.name);
+            self.metrics.documents_loaded.dec();
+        }
+    }
+
     /// Called by the writer after a commit.
     fn committed(self: &Arc<Self>, doc: &Arc<Document>, count: u64) {
         let since = doc.since_snapshot.fetch_add(count, Ordering::SeqCst) + count;
@@ -458,16 +470,7 @@ impl DocumentStore {
         if doc.poisoned.swap(true, Ordering::SeqCst) {
             return;
         }
-        let mut registry = self.registry.lock();
-        if registry
-            .get(&doc.name)
-            .and_then(|slot| slot.get())
-            .is_some_and(|loaded| Arc::ptr_eq(loaded, doc))
-        {
-            registry.remove(&doc.name);
-            self.metrics.documents_loaded.dec();
-        }
-        drop(registry);
+        self.forget(&mut self.registry.lock(), doc);
         doc.broadcast(&DocEvent::Closed("the document could not be saved"), None);
     }
 
@@ -497,14 +500,8 @@ impl DocumentStore {
                 tracing::warn!(%error, document = %doc.name, "compaction at unload failed");
             }
             let mut registry = store.registry.lock();
-            if doc.users.load(Ordering::SeqCst) == 0
-                && registry
-                    .get(&doc.name)
-                    .and_then(|slot| slot.get())
-                    .is_some_and(|loaded| Arc::ptr_eq(loaded, &doc))
-            {
-                registry.remove(&doc.name);
-                store.metrics.documents_loaded.dec();
+            if doc.users.load(Ordering::SeqCst) == 0 {
+                store.forget(&mut registry, &doc);
             }
         });
     }
