@@ -36,15 +36,36 @@ use crate::{
     metrics::Metrics,
 };
 
-/// What a subscriber of a document receives.
+/// What a subscriber of a document receives. Each payload comes with its y-websocket
+/// frame, encoded once per broadcast rather than once per socket.
 #[derive(Clone, Debug)]
 pub enum DocEvent {
     /// A committed Yjs v1 update.
-    Update(Bytes),
+    Update { update: Bytes, frame: Bytes },
     /// An encoded awareness update (y-protocols awareness payload).
-    Awareness(Bytes),
+    Awareness { update: Bytes, frame: Bytes },
     /// The document can no longer be served (a commit failed); resync from scratch.
     Closed(&'static str),
+}
+
+impl DocEvent {
+    pub fn update(update: Bytes) -> Self {
+        let mut frame = Vec::with_capacity(update.len() + 8);
+        crate::yjs::protocol::update(&mut frame, &update);
+        DocEvent::Update {
+            update,
+            frame: frame.into(),
+        }
+    }
+
+    pub fn awareness(update: Bytes) -> Self {
+        let mut frame = Vec::with_capacity(update.len() + 8);
+        crate::yjs::protocol::awareness(&mut frame, &update);
+        DocEvent::Awareness {
+            update,
+            frame: frame.into(),
+        }
+    }
 }
 
 /// A connection that receives a document's events (a Yjs socket, a channel-notes
@@ -517,7 +538,7 @@ impl DocumentStore {
             .collect();
         for doc in loaded {
             if let Some(removal) = doc.expire_awareness(max_age) {
-                doc.broadcast(&DocEvent::Awareness(removal), None);
+                doc.broadcast(&DocEvent::awareness(removal), None);
             }
         }
     }

@@ -103,7 +103,7 @@ async fn commit(db: &Database, metrics: &Metrics, store: &Weak<DocumentStore>, i
                     write.doc.pending_writes.fetch_sub(1, Ordering::SeqCst);
                     write
                         .doc
-                        .broadcast(&DocEvent::Update(write.data.clone()), write.origin);
+                        .broadcast(&DocEvent::update(write.data.clone()), write.origin);
                     if let Some(store) = &store {
                         store.committed(&write.doc, 1);
                     }

@@ -55,15 +55,8 @@ struct Socket {
 impl Subscriber for Socket {
     fn deliver(&self, event: &DocEvent) {
         let outgoing = match event {
-            DocEvent::Update(update) => {
-                let mut frame = Vec::with_capacity(update.len() + 8);
-                protocol::update(&mut frame, update);
-                Outgoing::Frame(frame.into())
-            }
-            DocEvent::Awareness(awareness) => {
-                let mut frame = Vec::with_capacity(awareness.len() + 8);
-                protocol::awareness(&mut frame, awareness);
-                Outgoing::Frame(frame.into())
+            DocEvent::Update { frame, .. } | DocEvent::Awareness { frame, .. } => {
+                Outgoing::Frame(frame.clone())
             }
             DocEvent::Closed(reason) => Outgoing::Close(close::INTERNAL, reason),
         };
@@ -127,7 +120,7 @@ async fn serve(socket: &mut WebSocket, session: &Session) -> Result<(), Ending> 
     doc.unsubscribe(id);
     // The socket's cursors disappear for everyone now, not after the 30 s sweep.
     if let Some(removal) = doc.release_awareness(id) {
-        doc.broadcast(&DocEvent::Awareness(removal), None);
+        doc.broadcast(&DocEvent::awareness(removal), None);
     }
     ended
 }
@@ -170,7 +163,7 @@ async fn exchange(
             },
             next = outgoing.recv() => match next {
                 Some(Outgoing::Frame(frame)) => {
-                    send(socket, frame.to_vec()).await?;
+                    send(socket, frame).await?;
                     last_sent = Instant::now();
                 }
                 Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
@@ -178,7 +171,7 @@ async fn exchange(
             },
             _ = keepalive.tick() => {
                 if last_sent.elapsed() >= KEEPALIVE {
-                    send(socket, protocol::KEEPALIVE.to_vec()).await?;
+                    send(socket, Bytes::from_static(protocol::KEEPALIVE)).await?;
                     last_sent = Instant::now();
                 }
             }
@@ -192,7 +185,7 @@ async fn exchange(
     }
 }
 
-async fn send(socket: &mut WebSocket, frame: Vec<u8>) -> Result<(), Ending> {
+async fn send(socket: &mut WebSocket, frame: impl Into<Bytes>) -> Result<(), Ending> {
     match tokio::time::timeout(
         Duration::from_secs(10),
         socket.send(WsMessage::Binary(frame.into())),
@@ -282,7 +275,7 @@ async fn handle(
                         invalid(format!("the awareness update does not apply: {error}"))
                     })?;
                 // To everyone, the sender included: the echo is its keepalive.
-                doc.broadcast(&DocEvent::Awareness(Bytes::copy_from_slice(bytes)), None);
+                doc.broadcast(&DocEvent::awareness(Bytes::copy_from_slice(bytes)), None);
             }
             Message::QueryAwareness => match all_awareness(doc) {
                 Some(states) => protocol::awareness(&mut reply, &states),
