@@ -240,14 +240,6 @@ impl ProjectRelay {
             .cloned()
     }
 
-    pub fn members(&self, project: ProjectId) -> Vec<Member> {
-        self.projects
-            .read()
-            .get(&project)
-            .map(|share| share.members.clone())
-            .unwrap_or_default()
-    }
-
     /// The sender's membership (checked by `allow`), then `message` relayed to every
     /// other collaborator, marked as the sender's. Returns the receivers' count.
     pub fn relay<M: EnvelopedMessage>(

@@ -204,10 +204,6 @@ impl Document {
         Some(yrs::updates::encoder::Encode::encode_v1(&update).into())
     }
 
-    pub fn subscriber_count(&self) -> usize {
-        self.subscribers.lock().len()
-    }
-
     /// Sends `event` to every subscriber but `except`.
     pub fn broadcast(&self, event: &DocEvent, except: Option<SubscriberId>) {
         let subscribers: Vec<_> = self
@@ -562,10 +558,6 @@ impl DocumentStore {
 
     pub fn rates(&self) -> Rates {
         *self.rates.lock()
-    }
-
-    pub fn db(&self) -> &Database {
-        &self.db
     }
 
     /// Waits until every queued update is committed (for shutdown).
