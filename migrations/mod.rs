@@ -8,6 +8,7 @@ mod m20261123_000001_initial;
 mod m20261123_000002_rooms;
 mod m20261123_000003_projects;
 mod m20261123_000004_documents;
+mod m20261123_000005_channels;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_rooms::Migration),
             Box::new(m20261123_000003_projects::Migration),
             Box::new(m20261123_000004_documents::Migration),
+            Box::new(m20261123_000005_channels::Migration),
         ]
     }
 }

@@ -218,6 +218,15 @@ pub struct Config {
     #[arg(long, env = "COLLAB_COMPACTION_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_threshold: u64,
 
+    /// Chat messages one user may send per minute (a token bucket: bursts up to this
+    /// many, refilled evenly over a minute); past it `RateLimited` with `retry_after_ms`.
+    #[arg(long, env = "COLLAB_CHAT_RATE_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub chat_rate_limit: u32,
+
+    /// Largest chat message body, in bytes.
+    #[arg(long, env = "COLLAB_MAX_CHAT_MESSAGE_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=(1024 * 1024)))]
+    pub max_chat_message_bytes: u64,
+
     /// LiveKit server URL handed to clients (e.g. `wss://livekit.example.com`); the
     /// RoomService API is called at the same host. Without URL, key and secret, rooms
     /// work without audio/video credentials.

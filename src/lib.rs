@@ -76,6 +76,8 @@ pub struct AppState {
     pub rooms: Arc<collab::presence::RoomPresence>,
     /// Durable Yjs documents (the Yjs endpoint, REST, channel notes).
     pub documents: Arc<documents::DocumentStore>,
+    /// Channel subscriptions, notes editors and the chat rate limiter.
+    pub channels: collab::channels::ChannelsState,
     /// LiveKit, when configured.
     pub livekit: Option<Arc<livekit::LiveKit>>,
     /// One permit per allowed RPC connection (`--max-connections`).

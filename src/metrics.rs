@@ -41,6 +41,16 @@ pub struct Metrics {
     pub yjs_connections: IntGauge,
     /// Yjs connections closed by the server, by reason.
     pub yjs_closed: prometheus::IntCounterVec,
+    /// Connections subscribed to channel updates.
+    pub channel_subscribers: IntGauge,
+    /// RPC editors in channel notes.
+    pub notes_collaborators: IntGauge,
+    /// Chat messages stored.
+    pub chat_messages: prometheus::IntCounter,
+    /// Chat messages refused by the per-user rate limit.
+    pub chat_rate_limited: prometheus::IntCounter,
+    /// Notifications created.
+    pub notifications: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -137,6 +147,33 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let channel_subscribers = IntGauge::new(
+            "collab_channel_subscribers",
+            "Connections subscribed to channel updates",
+        )
+        .unwrap();
+        let notes_collaborators =
+            IntGauge::new("collab_notes_collaborators", "RPC editors in channel notes").unwrap();
+        let chat_messages =
+            prometheus::IntCounter::new("collab_chat_messages_total", "Chat messages stored")
+                .unwrap();
+        let chat_rate_limited = prometheus::IntCounter::new(
+            "collab_chat_rate_limited_total",
+            "Chat messages refused by the per-user rate limit",
+        )
+        .unwrap();
+        let notifications =
+            prometheus::IntCounter::new("collab_notifications_total", "Notifications created")
+                .unwrap();
+        for metric in [
+            Box::new(channel_subscribers.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(notes_collaborators.clone()),
+            Box::new(chat_messages.clone()),
+            Box::new(chat_rate_limited.clone()),
+            Box::new(notifications.clone()),
+        ] {
+            registry.register(metric).unwrap();
+        }
         for metric in [
             Box::new(documents_loaded.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(document_load_seconds.clone()),
@@ -183,6 +220,11 @@ impl Metrics {
             document_compactions,
             yjs_connections,
             yjs_closed,
+            channel_subscribers,
+            notes_collaborators,
+            chat_messages,
+            chat_rate_limited,
+            notifications,
         }
     }
 

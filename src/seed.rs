@@ -3,8 +3,12 @@
 //!
 //! ```json
 //! { "admins": [{ "login": "admin", "name": "Administrator" }],
-//!   "users":  [{ "login": "alice", "name": "Alice" }, { "login": "bob" }] }
+//!   "users":  [{ "login": "alice", "name": "Alice" }, { "login": "bob" }],
+//!   "channels": ["general"] }
 //! ```
+//!
+//! Each named channel is a members-only root channel (found by name, created if
+//! missing) whose admins include every seed admin.
 
 use std::path::Path;
 
@@ -20,6 +24,9 @@ pub struct SeedFile {
     pub admins: Vec<SeedUser>,
     #[serde(default)]
     pub users: Vec<SeedUser>,
+    /// Root channels, with the admins as channel admins.
+    #[serde(default)]
+    pub channels: Vec<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -35,11 +42,13 @@ pub struct SeedReport {
     pub created: Vec<String>,
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
+    /// Channels created, by name.
+    pub channels_created: Vec<String>,
 }
 
 impl SeedReport {
     pub fn changed_nothing(&self) -> bool {
-        self.created.is_empty() && self.updated.is_empty()
+        self.created.is_empty() && self.updated.is_empty() && self.channels_created.is_empty()
     }
 }
 
@@ -54,12 +63,14 @@ impl std::fmt::Display for SeedReport {
         }
         write!(
             f,
-            "created {} users [{}], updated {} [{}], unchanged {}",
+            "created {} users [{}], updated {} [{}], unchanged {}; created {} channels [{}]",
             self.created.len(),
             self.created.join(", "),
             self.updated.len(),
             self.updated.join(", "),
-            self.unchanged.len()
+            self.unchanged.len(),
+            self.channels_created.len(),
+            self.channels_created.join(", ")
         )
     }
 }
@@ -88,6 +99,21 @@ pub async fn seed(db: &Database, file: &SeedFile) -> anyhow::Result<SeedReport> 
             Ensured::Unchanged => &mut report.unchanged,
         };
         list.push(user.login.clone());
+    }
+    let mut admins = Vec::new();
+    for admin in &file.admins {
+        if let Some(user) = db.get_user_by_login(&admin.login).await? {
+            admins.push(user.id);
+        }
+    }
+    for name in &file.channels {
+        let created = db
+            .seed_channel(name, &admins)
+            .await
+            .map_err(|error| anyhow::anyhow!("seeding channel {name:?}: {error}"))?;
+        if created {
+            report.channels_created.push(name.clone());
+        }
     }
     Ok(report)
 }

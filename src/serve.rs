@@ -141,6 +141,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         started_at: Instant::now(),
         shutdown,
         documents,
+        channels: collab::channels::ChannelsState::new(config.chat_rate_limit),
         connections: TaskTracker::new(),
         user_locks: Default::default(),
         room_locks: Default::default(),

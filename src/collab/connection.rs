@@ -175,6 +175,7 @@ async fn run_connection(
     }
 
     let ended = io.await;
+    super::channels::connection_removed(&state, connection_id).await;
     if let Err(error) = Box::pin(contacts::connection_removed(&state, connection_id)).await {
         tracing::error!(connection = %connection_id, %error, "on-disconnect work failed");
     }

@@ -19,12 +19,22 @@
 //! - [`project_forwarding`]: requests forwarded to the host, and following.
 //! - [`project_lifecycle`]: projects when connections leave rooms, drop, or never come
 //!   back; the sweep.
+//! - [`channels`]: the channel tree, subscriptions to it, and channel call rooms.
+//! - [`channel_members`]: invitations, members and roles.
+//! - [`channel_notes`]: channel notes (a document of the store) over RPC.
+//! - [`chat`]: channel chat, its rate limit, mentions.
+//! - [`notifications`]: notifications, paged and pushed.
 
+pub mod channel_members;
+pub mod channel_notes;
+pub mod channels;
+pub mod chat;
 pub mod connection;
 pub mod connection_pool;
 pub mod contacts;
 pub mod core;
 pub mod locks;
+pub mod notifications;
 pub mod presence;
 pub mod project_forwarding;
 pub mod project_lifecycle;
@@ -80,6 +90,32 @@ pub fn build_server(peer: Arc<Peer>, max_in_flight: usize) -> Server<Session> {
         .add_request_handler(project_forwarding::forward::<proto::CreateProjectEntry>)
         .add_request_handler(project_forwarding::follow)
         .add_request_handler(project_forwarding::unfollow)
-        .add_inline_message_handler(project_forwarding::update_followers);
+        .add_inline_message_handler(project_forwarding::update_followers)
+        .add_request_handler(channels::subscribe_to_channels)
+        .add_request_handler(channels::create_channel)
+        .add_request_handler(channels::rename_channel)
+        .add_request_handler(channels::move_channel)
+        .add_request_handler(channels::delete_channel)
+        .add_request_handler(channels::set_channel_visibility)
+        .add_request_handler(channels::join_channel)
+        .add_request_handler(channel_members::invite_channel_member)
+        .add_request_handler(channel_members::respond_to_channel_invite)
+        .add_request_handler(channel_members::remove_channel_member)
+        .add_request_handler(channel_members::set_channel_member_role)
+        .add_request_handler(channel_members::get_channel_members)
+        .add_request_handler(channel_notes::join_channel_notes)
+        .add_request_handler(channel_notes::rejoin_channel_notes)
+        .add_request_handler(channel_notes::leave_channel_notes)
+        .add_request_handler(channel_notes::update_channel_notes)
+        .add_message_handler(channel_notes::channel_notes_awareness)
+        .add_request_handler(chat::send_channel_message)
+        .add_request_handler(chat::edit_channel_message)
+        .add_request_handler(chat::delete_channel_message)
+        .add_request_handler(chat::add_reaction)
+        .add_request_handler(chat::remove_reaction)
+        .add_request_handler(chat::get_channel_messages)
+        .add_request_handler(chat::ack_channel_message)
+        .add_request_handler(notifications::get_notifications)
+        .add_request_handler(notifications::mark_notification_read);
     server
 }

@@ -145,7 +145,7 @@ pub(super) fn call_ended(
 }
 
 /// LiveKit credentials for `session`'s user in `state`, when LiveKit is configured.
-fn livekit_info(session: &Session, state: &RoomState) -> Option<proto::LiveKitConnectionInfo> {
+pub(super) fn livekit_info(session: &Session, state: &RoomState) -> Option<proto::LiveKitConnectionInfo> {
     let livekit = session.state.livekit.as_ref()?;
     let user = session.principal.user();
     let can_publish = state
@@ -166,7 +166,7 @@ fn livekit_info(session: &Session, state: &RoomState) -> Option<proto::LiveKitCo
 }
 
 /// The answer to `JoinRoom` and `RejoinRoom`.
-fn joined(session: &Session, state: &RoomState) -> proto::JoinRoomResponse {
+pub(super) fn joined(session: &Session, state: &RoomState) -> proto::JoinRoomResponse {
     proto::JoinRoomResponse {
         room: Some(room_to_proto(state)),
         live_kit_connection_info: livekit_info(session, state),
@@ -182,16 +182,21 @@ pub(super) fn alive_since(app: &AppState) -> chrono::DateTime<chrono::Utc> {
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
+/// A fresh LiveKit room name (30 random alphanumerics).
+pub(super) fn random_name() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(30)
+        .map(char::from)
+        .collect()
+}
+
 pub async fn create_room(
     _: proto::CreateRoom,
     response: Response<proto::CreateRoom>,
     session: Session,
 ) -> Result<()> {
-    let livekit_room: String = rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(30)
-        .map(char::from)
-        .collect();
+    let livekit_room = random_name();
     let state = session
         .db()
         .create_room(session.user_id(), session.connection_id, livekit_room)
@@ -219,8 +224,12 @@ pub async fn call(
     if callee == caller {
         return Err(Error::invalid("you cannot call yourself"));
     }
-    if !session.db().are_contacts(caller, callee).await? {
-        return Err(Error::forbidden("you can only call your contacts"));
+    if !session.db().are_contacts(caller, callee).await?
+        && !session.db().share_a_channel(caller, callee).await?
+    {
+        return Err(Error::forbidden(
+            "you can only call your contacts and members of your channels",
+        ));
     }
     let app = &session.state;
     let _order = app.room_locks.lock(room).await;

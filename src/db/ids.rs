@@ -39,4 +39,8 @@ id_type!(
     ProjectId,
     ProjectCollaboratorId,
     DocumentId,
+    ChannelId,
+    ChannelMemberId,
+    ChannelMessageId,
+    NotificationId,
 );

@@ -21,7 +21,8 @@ use serde::Deserialize;
 use crate::{
     AppState,
     auth::{AuthError, extract::bearer_token, jwt::Permission},
-    db::UserId,
+    db::{ChannelId, UserId},
+    rpc::proto::{ChannelRole, ErrorCode},
     error::Error,
 };
 
@@ -58,12 +59,38 @@ pub async fn authorize(
             }
         },
     };
-    if name.starts_with("channel/") {
-        // Channel notes follow the channel's roles, which channels (issue #6) bring.
-        return Err(Error::forbidden(
-            "channel documents are opened through channel membership",
-        ));
+    if let Some(rest) = name.strip_prefix("channel/") {
+        return channel_notes_access(app, user, permission, rest).await;
     }
+    Ok((user, permission))
+}
+
+/// `channel/<id>/notes` follows the channel's roles: admins and members write (if the
+/// token allows), guests who see the channel read; anyone else is refused. Other names
+/// under `channel/` are reserved.
+async fn channel_notes_access(
+    app: &AppState,
+    user: UserId,
+    permission: Permission,
+    rest: &str,
+) -> Result<(UserId, Permission), Error> {
+    let channel = rest
+        .strip_suffix("/notes")
+        .and_then(|id| id.parse::<u64>().ok())
+        .and_then(ChannelId::from_proto)
+        .ok_or_else(|| Error::forbidden("channel documents are named channel/<id>/notes"))?;
+    let path = match app.db.channel_path(channel).await {
+        Ok(path) => path,
+        Err(error) if error.code() == ErrorCode::NotFound => {
+            return Err(Error::forbidden(format!("no channel {channel} you can see")));
+        }
+        Err(error) => return Err(error),
+    };
+    let role = path.require(user, channel, ChannelRole::Guest, "reading notes")?;
+    let permission = match role {
+        ChannelRole::Admin | ChannelRole::Member => permission,
+        _ => Permission::Read,
+    };
     Ok((user, permission))
 }
 

@@ -1,11 +1,18 @@
 //! One sea-orm entity per table.
 
 pub mod access_token;
+pub mod channel;
+pub mod channel_member;
+pub mod channel_message;
+pub mod channel_message_mention;
+pub mod channel_message_reaction;
 pub mod contact;
 pub mod document;
 pub mod document_snapshot;
 pub mod document_update;
 pub mod document_version;
+pub mod notification;
+pub mod observed_channel_message;
 pub mod project;
 pub mod project_collaborator;
 pub mod room;

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-use crate::db::RoomId;
+use crate::db::{ChannelId, RoomId};
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "rooms")]
@@ -11,6 +11,9 @@ pub struct Model {
     #[sea_orm(unique)]
     pub livekit_room: String,
     pub created_at: DateTimeUtc,
+    /// Set when the room carries a channel's call.
+    #[sea_orm(unique)]
+    pub channel_id: Option<ChannelId>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

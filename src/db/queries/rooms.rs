@@ -99,7 +99,7 @@ pub(super) async fn load(tx: &impl ConnectionTrait, room_id: RoomId) -> Result<R
     })
 }
 
-async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<participant::Model>> {
+pub(super) async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<participant::Model>> {
     Ok(participant::Entity::find()
         .filter(participant::Column::UserId.eq(user))
         .one(tx)
@@ -126,7 +126,7 @@ pub(super) async fn require_participant(
 }
 
 /// The smallest index no answered participant holds.
-fn free_index(rows: &[participant::Model]) -> i32 {
+pub(super) fn free_index(rows: &[participant::Model]) -> i32 {
     (0..)
         .find(|i| !rows.iter().any(|row| row.participant_index == Some(*i)))
         .unwrap_or(0)

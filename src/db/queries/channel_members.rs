@@ -1,0 +1,276 @@
+//! Channel memberships: invitations (with their notification, in the same transaction),
+//! answers, removal, roles, the member list, and whether two users share a channel tree
+//! (which lets them call each other).
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait,
+    QueryFilter,
+};
+
+use super::{
+    super::{
+        ChannelId, Database, UserId,
+        entities::{channel, channel_member, notification, user},
+    },
+    channel_tree::{Forest, load_trees, role_of},
+    channels::Changed,
+    notifications::{INVITATION, insert_notification},
+};
+use crate::{
+    error::{Error, Result},
+    rpc::proto::ChannelRole as Role,
+};
+
+async fn tree_of(tx: &impl ConnectionTrait, id: ChannelId) -> Result<Forest> {
+    let channel = channel::Entity::find_by_id(id)
+        .one(tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no channel {id}")))?;
+    load_trees(tx, &[channel.root()]).await
+}
+
+fn row_on(forest: &Forest, id: ChannelId, user: UserId) -> Option<&channel_member::Model> {
+    forest
+        .members
+        .iter()
+        .find(|row| row.channel_id == id && row.user_id == user)
+}
+
+/// Refuses to leave a root channel without an accepted admin.
+fn keeps_an_admin(forest: &Forest, id: ChannelId, leaving: &channel_member::Model) -> Result<()> {
+    let is_root = forest.channel(id)?.parent_path.is_empty();
+    let admins = forest
+        .members
+        .iter()
+        .filter(|row| row.channel_id == id && row.accepted && role_of(row.role) == Role::Admin)
+        .count();
+    if is_root && leaving.accepted && role_of(leaving.role) == Role::Admin && admins <= 1 {
+        return Err(Error::conflict(
+            "a root channel keeps at least one admin: make someone else admin first",
+        ));
+    }
+    Ok(())
+}
+
+impl Database {
+    /// A pending membership for `invitee`, and their `ChannelInvitation` notification.
+    pub async fn invite_channel_member(
+        &self,
+        inviter: UserId,
+        id: ChannelId,
+        invitee: UserId,
+        role: Role,
+    ) -> Result<Changed<notification::Model>> {
+        if !matches!(role, Role::Admin | Role::Member | Role::Guest) {
+            return Err(Error::invalid("invite as admin, member or guest"));
+        }
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let before = tree_of(tx, id).await?;
+                before.require(inviter, id, Role::Admin, "inviting members")?;
+                user::Entity::find_by_id(invitee)
+                    .one(tx)
+                    .await?
+                    .ok_or_else(|| Error::not_found(format!("no user {invitee}")))?;
+                if row_on(&before, id, invitee).is_some() {
+                    return Err(Error::conflict(
+                        "that user is already a member of, or invited to, this channel",
+                    ));
+                }
+                channel_member::ActiveModel {
+                    channel_id: Set(id),
+                    user_id: Set(invitee),
+                    role: Set(role as i16),
+                    accepted: Set(false),
+                    inviter_id: Set(Some(inviter)),
+                    created_at: Set(Utc::now()),
+                    ..Default::default()
+                }
+                .insert(tx)
+                .await?;
+                let channel = before.channel(id)?;
+                let content = serde_json::json!({
+                    "channel_id": id.0,
+                    "channel_name": channel.name,
+                    "inviter_id": inviter.0,
+                    "role": role.as_str_name(),
+                });
+                let note = insert_notification(tx, invitee, INVITATION, Some(id.0), content).await?;
+                let after = tree_of(tx, id).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: note,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Accepts or declines a pending invitation; returns the invitation notifications
+    /// it answered.
+    pub async fn respond_to_channel_invite(
+        &self,
+        user: UserId,
+        id: ChannelId,
+        accept: bool,
+    ) -> Result<Changed<Vec<notification::Model>>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let before = tree_of(tx, id).await?;
+                let row = row_on(&before, id, user)
+                    .filter(|row| !row.accepted)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found(format!("no invitation to channel {id}")))?;
+                if accept {
+                    let mut active: channel_member::ActiveModel = row.into();
+                    active.accepted = Set(true);
+                    active.update(tx).await?;
+                } else {
+                    row.delete(tx).await?;
+                }
+                let mut answered = Vec::new();
+                for note in notification::Entity::find()
+                    .filter(notification::Column::RecipientId.eq(user))
+                    .filter(notification::Column::Kind.eq(INVITATION))
+                    .filter(notification::Column::EntityId.eq(id.0))
+                    .filter(notification::Column::Response.is_null())
+                    .all(tx)
+                    .await?
+                {
+                    let mut active: notification::ActiveModel = note.into();
+                    active.response = Set(Some(accept));
+                    active.is_read = Set(true);
+                    answered.push(active.update(tx).await?);
+                }
+                let after = tree_of(tx, id).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: answered,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Removes `target`'s membership row on `id` (an admin's act, or one's own).
+    pub async fn remove_channel_member(
+        &self,
+        actor: UserId,
+        id: ChannelId,
+        target: UserId,
+    ) -> Result<Changed<()>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let before = tree_of(tx, id).await?;
+                before.channel(id)?;
+                if actor != target {
+                    before.require(actor, id, Role::Admin, "removing members")?;
+                }
+                let row = row_on(&before, id, target)
+                    .cloned()
+                    .ok_or_else(|| Error::not_found("that user has no membership here"))?;
+                keeps_an_admin(&before, id, &row)?;
+                row.delete(tx).await?;
+                let after = tree_of(tx, id).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: (),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Sets the role of `target`'s row on `id`; banning creates the row if needed.
+    pub async fn set_channel_member_role(
+        &self,
+        actor: UserId,
+        id: ChannelId,
+        target: UserId,
+        role: Role,
+    ) -> Result<Changed<()>> {
+        if role == Role::None {
+            return Err(Error::invalid("set admin, member, guest or banned"));
+        }
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let before = tree_of(tx, id).await?;
+                before.require(actor, id, Role::Admin, "changing roles")?;
+                match row_on(&before, id, target).cloned() {
+                    Some(row) => {
+                        if role != Role::Admin {
+                            keeps_an_admin(&before, id, &row)?;
+                        }
+                        let mut active: channel_member::ActiveModel = row.into();
+                        active.role = Set(role as i16);
+                        active.update(tx).await?;
+                    }
+                    None if role == Role::Banned => {
+                        user::Entity::find_by_id(target)
+                            .one(tx)
+                            .await?
+                            .ok_or_else(|| Error::not_found(format!("no user {target}")))?;
+                        channel_member::ActiveModel {
+                            channel_id: Set(id),
+                            user_id: Set(target),
+                            role: Set(role as i16),
+                            accepted: Set(true),
+                            inviter_id: Set(Some(actor)),
+                            created_at: Set(Utc::now()),
+                            ..Default::default()
+                        }
+                        .insert(tx)
+                        .await?;
+                    }
+                    None => return Err(Error::not_found("that user has no membership here")),
+                }
+                let after = tree_of(tx, id).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: (),
+                })
+            })
+        })
+        .await
+    }
+
+    /// The membership rows on `id` and its ancestors, for someone who can see it.
+    pub async fn channel_members(
+        &self,
+        user: UserId,
+        id: ChannelId,
+    ) -> Result<Vec<channel_member::Model>> {
+        let path = self.channel_path(id).await?;
+        path.require(user, id, Role::Guest, "listing members")?;
+        Ok(path.members)
+    }
+
+    /// Both users are accepted, unbanned members somewhere in the same channel tree.
+    pub async fn share_a_channel(&self, a: UserId, b: UserId) -> Result<bool> {
+        let rows = channel_member::Entity::find()
+            .filter(channel_member::Column::UserId.is_in([a, b]))
+            .filter(channel_member::Column::Accepted.eq(true))
+            .filter(channel_member::Column::Role.ne(Role::Banned as i16))
+            .all(&self.conn)
+            .await?;
+        let channels = channel::Entity::find()
+            .filter(channel::Column::Id.is_in(rows.iter().map(|r| r.channel_id)))
+            .all(&self.conn)
+            .await?;
+        let roots_of = |user: UserId| -> BTreeSet<_> {
+            rows.iter()
+                .filter(|row| row.user_id == user)
+                .filter_map(|row| channels.iter().find(|c| c.id == row.channel_id))
+                .map(|c| c.root())
+                .collect()
+        };
+        Ok(!roots_of(a).is_disjoint(&roots_of(b)))
+    }
+}

@@ -1,0 +1,380 @@
+//! Channel tree changes. Each runs in one transaction, checks the caller's role there,
+//! and returns the affected trees before and after the change (`Changed`), so the caller
+//! can push every user exactly the difference in what they see.
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
+    sea_query::Expr,
+};
+
+use super::{
+    super::{
+        ChannelId, Database, UserId,
+        entities::{channel, channel_member, document, room},
+    },
+    channel_tree::{Forest, load_path, load_trees, roots_of_user},
+};
+use crate::{
+    error::{Error, Result},
+    rpc::proto::{ChannelRole as Role, ChannelVisibility},
+};
+
+/// A committed change: the trees it touched, before and after, and its result.
+#[derive(Debug)]
+pub struct Changed<T> {
+    pub before: Forest,
+    pub after: Forest,
+    pub value: T,
+}
+
+pub const MAX_CHANNEL_NAME_CHARS: usize = 64;
+
+/// The name of a channel's notes in the document store.
+pub fn notes_document_name(channel: ChannelId) -> String {
+    format!("channel/{channel}/notes")
+}
+
+/// A trimmed, non-empty name of at most 64 characters, without control characters.
+pub fn channel_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_CHANNEL_NAME_CHARS {
+        return Err(Error::invalid(format!(
+            "a channel name has 1 to {MAX_CHANNEL_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid("a channel name has no control characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn public_needs_public_parent(parent: Option<&channel::Model>) -> Result<()> {
+    if parent.is_some_and(|p| !p.is_public()) {
+        return Err(Error::invalid(
+            "a public channel needs a public parent channel",
+        ));
+    }
+    Ok(())
+}
+
+async fn root_of(tx: &impl ConnectionTrait, id: ChannelId) -> Result<ChannelId> {
+    Ok(channel::Entity::find_by_id(id)
+        .one(tx)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no channel {id}")))?
+        .root())
+}
+
+impl Database {
+    /// Every tree where `user` has a membership (for their whole view).
+    pub async fn channels_of_user(&self, user: UserId) -> Result<Forest> {
+        let roots = roots_of_user(&self.conn, user).await?;
+        load_trees(&self.conn, &roots).await
+    }
+
+    /// Channel `id` and its ancestors with their memberships (to check access).
+    pub async fn channel_path(&self, id: ChannelId) -> Result<Forest> {
+        load_path(&self.conn, id).await
+    }
+
+    pub async fn channel_tree(&self, id: ChannelId) -> Result<Forest> {
+        let root = root_of(&self.conn, id).await?;
+        load_trees(&self.conn, &[root]).await
+    }
+
+    pub async fn create_channel(
+        &self,
+        user: UserId,
+        name: &str,
+        parent: Option<ChannelId>,
+        visibility: ChannelVisibility,
+    ) -> Result<Changed<channel::Model>> {
+        let name = channel_name(name)?;
+        self.transaction(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let (before, parent_path) = match parent {
+                    None => (Forest::default(), String::new()),
+                    Some(parent) => {
+                        let before = load_trees(tx, &[root_of(tx, parent).await?]).await?;
+                        before.require(user, parent, Role::Admin, "creating a sub-channel")?;
+                        let parent = before.channel(parent)?;
+                        if visibility == ChannelVisibility::Public {
+                            public_needs_public_parent(Some(parent))?;
+                        }
+                        (before.clone(), parent.child_path())
+                    }
+                };
+                let created = channel::ActiveModel {
+                    name: Set(name),
+                    parent_path: Set(parent_path),
+                    visibility: Set(visibility as i16),
+                    created_at: Set(Utc::now()),
+                    ..Default::default()
+                }
+                .insert(tx)
+                .await?;
+                if parent.is_none() {
+                    channel_member::ActiveModel {
+                        channel_id: Set(created.id),
+                        user_id: Set(user),
+                        role: Set(Role::Admin as i16),
+                        accepted: Set(true),
+                        inviter_id: Set(None),
+                        created_at: Set(Utc::now()),
+                        ..Default::default()
+                    }
+                    .insert(tx)
+                    .await?;
+                }
+                let after = load_trees(tx, &[created.root()]).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: created,
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn rename_channel(
+        &self,
+        user: UserId,
+        id: ChannelId,
+        name: &str,
+    ) -> Result<Changed<()>> {
+        let name = channel_name(name)?;
+        self.transaction(move |tx| {
+            let name = name.clone();
+            Box::pin(async move {
+                let root = root_of(tx, id).await?;
+                let before = load_trees(tx, &[root]).await?;
+                before.require(user, id, Role::Admin, "renaming a channel")?;
+                let mut active: channel::ActiveModel = before.channel(id)?.clone().into();
+                active.name = Set(name);
+                active.update(tx).await?;
+                let after = load_trees(tx, &[root]).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: (),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Moves `id` with its subtree under `to` (`None`: it becomes a root).
+    pub async fn move_channel(
+        &self,
+        user: UserId,
+        id: ChannelId,
+        to: Option<ChannelId>,
+    ) -> Result<Changed<()>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let mut roots = vec![root_of(tx, id).await?];
+                if let Some(to) = to {
+                    roots.push(root_of(tx, to).await?);
+                    roots.dedup();
+                }
+                let before = load_trees(tx, &roots).await?;
+                before.require(user, id, Role::Admin, "moving a channel")?;
+                let moved = before.channel(id)?.clone();
+                let new_path = match to {
+                    None if moved.parent_path.is_empty() => {
+                        return Err(Error::invalid("the channel is already a root"));
+                    }
+                    None => String::new(),
+                    Some(to) => {
+                        before.require(user, to, Role::Admin, "moving a channel there")?;
+                        if before.subtree(id).contains(&to) {
+                            return Err(Error::invalid(
+                                "a channel cannot move under itself or its sub-channels",
+                            ));
+                        }
+                        let target = before.channel(to)?;
+                        if moved.ancestors().last() == Some(&to) {
+                            return Err(Error::invalid("the channel is already there"));
+                        }
+                        if moved.is_public() {
+                            public_needs_public_parent(Some(target))?;
+                        }
+                        target.child_path()
+                    }
+                };
+                let old_prefix = moved.child_path();
+                let new_prefix = format!("{new_path}{id}/");
+                for descendant in before.subtree(id) {
+                    let row = before.channel(descendant)?.clone();
+                    let path = if descendant == id {
+                        new_path.clone()
+                    } else {
+                        format!("{new_prefix}{}", &row.parent_path[old_prefix.len()..])
+                    };
+                    let mut active: channel::ActiveModel = row.into();
+                    active.parent_path = Set(path);
+                    active.update(tx).await?;
+                }
+                let after = load_trees(tx, &roots).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: (),
+                })
+            })
+        })
+        .await
+    }
+
+    /// Deletes `id` and its sub-channels with everything in them; returns their ids.
+    pub async fn delete_channel(
+        &self,
+        user: UserId,
+        id: ChannelId,
+    ) -> Result<Changed<Vec<ChannelId>>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let root = root_of(tx, id).await?;
+                let before = load_trees(tx, &[root]).await?;
+                before.require(user, id, Role::Admin, "deleting a channel")?;
+                let doomed = before.subtree(id);
+                document::Entity::delete_many()
+                    .filter(
+                        document::Column::Name
+                            .is_in(doomed.iter().map(|c| notes_document_name(*c))),
+                    )
+                    .exec(tx)
+                    .await?;
+                room::Entity::update_many()
+                    .col_expr(room::Column::ChannelId, Expr::value(None::<i32>))
+                    .filter(room::Column::ChannelId.is_in(doomed.iter().copied()))
+                    .exec(tx)
+                    .await?;
+                channel::Entity::delete_many()
+                    .filter(channel::Column::Id.is_in(doomed.iter().copied()))
+                    .exec(tx)
+                    .await?;
+                let after = if doomed.contains(&root) {
+                    Forest::default()
+                } else {
+                    load_trees(tx, &[root]).await?
+                };
+                Ok(Changed {
+                    before,
+                    after,
+                    value: doomed,
+                })
+            })
+        })
+        .await
+    }
+
+    pub async fn set_channel_visibility(
+        &self,
+        user: UserId,
+        id: ChannelId,
+        visibility: ChannelVisibility,
+    ) -> Result<Changed<()>> {
+        self.transaction(move |tx| {
+            Box::pin(async move {
+                let root = root_of(tx, id).await?;
+                let before = load_trees(tx, &[root]).await?;
+                before.require(user, id, Role::Admin, "changing a channel's visibility")?;
+                let row = before.channel(id)?.clone();
+                match visibility {
+                    ChannelVisibility::Public => {
+                        let parent = row.ancestors().last().copied();
+                        public_needs_public_parent(parent.and_then(|p| before.channels.get(&p)))?;
+                    }
+                    ChannelVisibility::Members => {
+                        let public_child = before
+                            .subtree(id)
+                            .into_iter()
+                            .any(|c| c != id && before.channels[&c].is_public());
+                        if public_child {
+                            return Err(Error::invalid(
+                                "a channel with public sub-channels must stay public",
+                            ));
+                        }
+                    }
+                }
+                let mut active: channel::ActiveModel = row.into();
+                active.visibility = Set(visibility as i16);
+                active.update(tx).await?;
+                let after = load_trees(tx, &[root]).await?;
+                Ok(Changed {
+                    before,
+                    after,
+                    value: (),
+                })
+            })
+        })
+        .await
+    }
+
+    /// A members-only root channel named `name` (created if no root has that name) with
+    /// each of `admins` as an accepted admin; returns whether it was created.
+    pub async fn seed_channel(&self, name: &str, admins: &[UserId]) -> Result<bool> {
+        let name = channel_name(name)?;
+        let admins = admins.to_vec();
+        self.transaction(move |tx| {
+            let (name, admins) = (name.clone(), admins.clone());
+            Box::pin(async move {
+                let existing = channel::Entity::find()
+                    .filter(channel::Column::ParentPath.eq(""))
+                    .filter(channel::Column::Name.eq(name.as_str()))
+                    .one(tx)
+                    .await?;
+                let (channel, created) = match existing {
+                    Some(channel) => (channel, false),
+                    None => {
+                        let channel = channel::ActiveModel {
+                            name: Set(name),
+                            parent_path: Set(String::new()),
+                            visibility: Set(ChannelVisibility::Members as i16),
+                            created_at: Set(Utc::now()),
+                            ..Default::default()
+                        }
+                        .insert(tx)
+                        .await?;
+                        (channel, true)
+                    }
+                };
+                for admin in admins {
+                    let row = channel_member::Entity::find()
+                        .filter(channel_member::Column::ChannelId.eq(channel.id))
+                        .filter(channel_member::Column::UserId.eq(admin))
+                        .one(tx)
+                        .await?;
+                    match row {
+                        Some(row) if row.accepted && row.role == Role::Admin as i16 => {}
+                        Some(row) => {
+                            let mut active: channel_member::ActiveModel = row.into();
+                            active.role = Set(Role::Admin as i16);
+                            active.accepted = Set(true);
+                            active.update(tx).await?;
+                        }
+                        None => {
+                            channel_member::ActiveModel {
+                                channel_id: Set(channel.id),
+                                user_id: Set(admin),
+                                role: Set(Role::Admin as i16),
+                                accepted: Set(true),
+                                inviter_id: Set(None),
+                                created_at: Set(Utc::now()),
+                                ..Default::default()
+                            }
+                            .insert(tx)
+                            .await?;
+                        }
+                    }
+                }
+                Ok(created)
+            })
+        })
+        .await
+    }
+}
