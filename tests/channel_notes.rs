@@ -211,7 +211,11 @@ async fn a_rejoin_gets_only_what_it_lacks(backend: Backend) {
         .await
         .expect("Bob rejoins again");
     let nothing = NotesDoc::from_update(&again.update);
-    assert_eq!(nothing.state_vector(), StateVector::default(), "no new items");
+    assert_eq!(
+        nothing.state_vector(),
+        StateVector::default(),
+        "no new items"
+    );
     assert_eq!(nothing.text(), "");
     let before = bob_doc.state_vector();
     bob_doc.apply(&again.update);
@@ -273,7 +277,10 @@ async fn acknowledged_updates_survive_a_restart(backend: Backend) {
         reference.apply(update);
     }
     let expected = reference.text();
-    assert!(expected.contains("[15]") && expected.contains("<9>"), "{expected}");
+    assert!(
+        expected.contains("[15]") && expected.contains("<9>"),
+        "{expected}"
+    );
     let expected_sv = reference.state_vector();
 
     alice.close().await;
@@ -308,7 +315,11 @@ struct XorShift(u64);
 impl XorShift {
     fn new(seed: u64) -> XorShift {
         let state = seed ^ 0x9E37_79B9_7F4A_7C15;
-        XorShift(if state == 0 { 0x9E37_79B9_7F4A_7C15 } else { state })
+        XorShift(if state == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            state
+        })
     }
 
     fn next(&mut self) -> u64 {
@@ -442,7 +453,11 @@ async fn random_edits_converge_through_compaction_and_rejoins(backend: Backend) 
                 reference.text(),
                 "{context}: the rejoin brings everything acknowledged"
             );
-            assert_eq!(editor.doc.state_vector(), reference.state_vector(), "{context}");
+            assert_eq!(
+                editor.doc.state_vector(),
+                reference.state_vector(),
+                "{context}"
+            );
         } else {
             // An edit at a random place of the editor's (possibly stale) copy.
             let len = editor.doc.len();
@@ -486,7 +501,10 @@ async fn random_edits_converge_through_compaction_and_rejoins(backend: Backend) 
         "seed {seed}: {edits} edits, {deliveries} catch-ups, {rejoins} rejoins, text of {} bytes",
         reference.len()
     );
-    assert!(compacted, "seed {seed}: only {edits} edits: compaction never forced");
+    assert!(
+        compacted,
+        "seed {seed}: only {edits} edits: compaction never forced"
+    );
 
     // Everyone catches up; the server (a fresh client's join) has the same text.
     for editor in &editors {
@@ -513,7 +531,11 @@ async fn random_edits_converge_through_compaction_and_rejoins(backend: Backend) 
             "seed {seed}: {}'s copy",
             editor.login
         );
-        assert_eq!(editor.doc.state_vector(), reference.state_vector(), "seed {seed}");
+        assert_eq!(
+            editor.doc.state_vector(),
+            reference.state_vector(),
+            "seed {seed}"
+        );
     }
 
     // The compacted notes load after a restart.
@@ -715,7 +737,10 @@ async fn notes_are_shared_with_y_websocket_clients(backend: Backend) {
 
     // A non-member's upgrade is refused before it happens; so is an unknown channel's.
     let dave_token = server.token("dave").await;
-    assert_eq!(refused_status(&server, &name, Some(dave_token.as_str())).await, 403);
+    assert_eq!(
+        refused_status(&server, &name, Some(dave_token.as_str())).await,
+        403
+    );
     let unknown = notes_name(channel_id + 1_000_000);
     let status = refused_status(&server, &unknown, Some(dave_token.as_str())).await;
     assert!(status == 403 || status == 404, "unknown channel: {status}");

@@ -15,8 +15,11 @@ use std::time::Duration;
 use collab::{
     client::Client,
     rpc::{
-        RpcError,
-        proto::{self, ErrorCode},
+        RequestMessage,
+        proto::{
+            self,
+            ErrorCode::{self, Conflict, Forbidden, InvalidRequest, NotFound},
+        },
     },
     seed::{SeedFile, SeedUser, seed},
 };
@@ -42,22 +45,96 @@ const BANNED: i32 = proto::ChannelRole::Banned as i32;
 /// An id no channel and no user has.
 const UNKNOWN: u64 = 999_999_999;
 
-/// The request was refused with `code`.
-#[track_caller]
-fn expect_code<T: std::fmt::Debug>(result: Result<T, RpcError>, code: ErrorCode, what: &str) {
-    match result {
-        Ok(value) => panic!("{what}: expected {}, got {value:?}", code.as_str_name()),
+/// `request` from `client` is refused with `code`.
+async fn refused<T: RequestMessage>(client: &Client, request: T, code: ErrorCode, what: &str) {
+    match client.request(request).await {
+        Ok(response) => panic!("{what}: expected {}, got {response:?}", code.as_str_name()),
         Err(error) => assert_eq!(error.code, code, "{what}: {error}"),
     }
 }
 
+fn new_channel(name: &str, parent_id: u64, visibility: i32) -> proto::CreateChannel {
+    proto::CreateChannel {
+        name: name.into(),
+        parent_id,
+        visibility,
+    }
+}
+
+fn rename(channel_id: u64, name: &str) -> proto::RenameChannel {
+    proto::RenameChannel {
+        channel_id,
+        name: name.into(),
+    }
+}
+
+fn move_to(channel_id: u64, to: u64) -> proto::MoveChannel {
+    proto::MoveChannel { channel_id, to }
+}
+
+fn visibility(channel_id: u64, visibility: i32) -> proto::SetChannelVisibility {
+    proto::SetChannelVisibility {
+        channel_id,
+        visibility,
+    }
+}
+
+fn invitation(channel_id: u64, user_id: u64, role: i32) -> proto::InviteChannelMember {
+    proto::InviteChannelMember {
+        channel_id,
+        user_id,
+        role,
+    }
+}
+
+fn answer(channel_id: u64, accept: bool) -> proto::RespondToChannelInvite {
+    proto::RespondToChannelInvite { channel_id, accept }
+}
+
+fn role_change(channel_id: u64, user_id: u64, role: i32) -> proto::SetChannelMemberRole {
+    proto::SetChannelMemberRole {
+        channel_id,
+        user_id,
+        role,
+    }
+}
+
+fn removal(channel_id: u64, user_id: u64) -> proto::RemoveChannelMember {
+    proto::RemoveChannelMember {
+        channel_id,
+        user_id,
+    }
+}
+
+fn chat(channel_id: u64, body: &str, nonce: &str) -> proto::SendChannelMessage {
+    proto::SendChannelMessage {
+        channel_id,
+        body: body.into(),
+        nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+/// The newest messages of a channel.
+fn history(channel_id: u64) -> proto::GetChannelMessages {
+    proto::GetChannelMessages {
+        channel_id,
+        before_message_id: 0,
+        limit: 0,
+    }
+}
+
+fn join(channel_id: u64) -> proto::JoinChannel {
+    proto::JoinChannel { channel_id }
+}
+
+fn join_notes(channel_id: u64) -> proto::JoinChannelNotes {
+    proto::JoinChannelNotes { channel_id }
+}
+
 async fn create(client: &Client, name: &str, parent_id: u64, visibility: i32) -> proto::Channel {
     client
-        .request(proto::CreateChannel {
-            name: name.into(),
-            parent_id,
-            visibility,
-        })
+        .request(new_channel(name, parent_id, visibility))
         .await
         .unwrap_or_else(|error| panic!("creating channel {name:?}: {error}"))
         .channel
@@ -101,11 +178,7 @@ fn role_of(update: &proto::UpdateChannels, channel_id: u64) -> Option<i32> {
 
 async fn invite(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
     admin
-        .request(proto::InviteChannelMember {
-            channel_id,
-            user_id,
-            role,
-        })
+        .request(invitation(channel_id, user_id, role))
         .await
         .unwrap_or_else(|error| panic!("inviting user {user_id} to {channel_id}: {error}"));
 }
@@ -123,10 +196,7 @@ async fn add_member(
     invite(admin, channel_id, user_id, role).await;
     let invitee = server.client(login).await;
     invitee
-        .request(proto::RespondToChannelInvite {
-            channel_id,
-            accept: true,
-        })
+        .request(answer(channel_id, true))
         .await
         .unwrap_or_else(|error| panic!("{login} accepting {channel_id}: {error}"));
     user_id
@@ -134,23 +204,9 @@ async fn add_member(
 
 async fn set_role(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
     admin
-        .request(proto::SetChannelMemberRole {
-            channel_id,
-            user_id,
-            role,
-        })
+        .request(role_change(channel_id, user_id, role))
         .await
         .unwrap_or_else(|error| panic!("setting user {user_id}'s role in {channel_id}: {error}"));
-}
-
-async fn set_visibility(admin: &Client, channel_id: u64, visibility: i32) {
-    admin
-        .request(proto::SetChannelVisibility {
-            channel_id,
-            visibility,
-        })
-        .await
-        .unwrap_or_else(|error| panic!("setting {channel_id}'s visibility: {error}"));
 }
 
 async fn members(client: &Client, channel_id: u64) -> Vec<proto::ChannelMember> {
@@ -174,12 +230,8 @@ async fn next_update(client: &Client) -> proto::UpdateChannels {
         .payload
 }
 
-/// Takes UpdateChannels deltas until one satisfies `check`.
-async fn update_until(
-    client: &Client,
-    what: &str,
-    check: impl Fn(&proto::UpdateChannels) -> bool,
-) -> proto::UpdateChannels {
+/// Takes UpdateChannels deltas until one removes channels.
+async fn removal_update(client: &Client, what: &str) -> proto::UpdateChannels {
     within(what, async {
         loop {
             let update = client
@@ -187,7 +239,7 @@ async fn update_until(
                 .await
                 .expect("the connection is open")
                 .payload;
-            if check(&update) {
+            if !update.removed_channels.is_empty() {
                 return update;
             }
         }
@@ -213,24 +265,6 @@ async fn notification_updated(client: &Client) -> proto::Notification {
         .payload
         .notification
         .expect("UpdateNotification carries the notification")
-}
-
-fn chat(channel_id: u64, body: &str, nonce: &str) -> proto::SendChannelMessage {
-    proto::SendChannelMessage {
-        channel_id,
-        body: body.into(),
-        nonce: nonce.into(),
-        ..Default::default()
-    }
-}
-
-/// The newest messages of a channel.
-fn history(channel_id: u64) -> proto::GetChannelMessages {
-    proto::GetChannelMessages {
-        channel_id,
-        before_message_id: 0,
-        limit: 0,
-    }
 }
 
 /// A v1 update that inserts `chunk` into the text "notes" of a fresh doc.
@@ -279,25 +313,9 @@ async fn channel_tree_operations(backend: Backend) {
     // Empty, blank, too long or with control characters: refused, to create or rename.
     let too_long = "x".repeat(65);
     for name in ["", "   ", "tab\there", "bell\u{7}", too_long.as_str()] {
-        let create_it = proto::CreateChannel {
-            name: name.into(),
-            parent_id: 0,
-            visibility: MEMBERS,
-        };
-        expect_code(
-            alice.request(create_it).await,
-            ErrorCode::InvalidRequest,
-            &format!("creating a channel named {name:?}"),
-        );
-        let rename = proto::RenameChannel {
-            channel_id: crates,
-            name: name.into(),
-        };
-        expect_code(
-            alice.request(rename).await,
-            ErrorCode::InvalidRequest,
-            &format!("renaming crates to {name:?}"),
-        );
+        let what = format!("the name {name:?}");
+        refused(&alice, new_channel(name, 0, MEMBERS), InvalidRequest, &what).await;
+        refused(&alice, rename(crates, name), InvalidRequest, &what).await;
     }
 
     // Bob is a member of collab itself (not of its ancestors): he sees collab and tests.
@@ -306,146 +324,104 @@ async fn channel_tree_operations(backend: Backend) {
     for id in [zed, crates, collab, tests, docs, lab] {
         assert_eq!(role_of(&view, id), Some(ADMIN), "alice's role in {id}");
     }
-    assert_eq!(find(&view.channels, tests).parent_path, vec![zed, crates, collab]);
+    let path = find(&view.channels, tests).parent_path.clone();
+    assert_eq!(path, vec![zed, crates, collab]);
     assert_eq!(find(&view.channels, docs).parent_path, vec![zed]);
     let view = view_of(&server, "bob").await;
     assert_eq!(ids(&view.channels), sorted(vec![collab, tests]));
     assert_eq!(role_of(&view, collab), Some(MEMBER));
 
-    // Rename.
-    let rename = proto::RenameChannel {
-        channel_id: crates,
-        name: " core ".into(),
-    };
-    alice.request(rename).await.expect("crates renamed");
+    // Rename (trimmed too).
+    alice.request(rename(crates, " core ")).await.unwrap();
     let view = view_of(&server, "alice").await;
     assert_eq!(find(&view.channels, crates).name, "core");
 
     // A channel cannot go under itself or a descendant; a root is already at the top; a
     // move to the current parent is no move.
     for (channel_id, to, why) in [
-        (crates, crates, "under itself"),
-        (crates, collab, "under its sub-channel"),
-        (zed, tests, "under a descendant"),
-        (zed, 0, "to the top, being a root"),
-        (collab, crates, "under its current parent"),
+        (crates, crates, "crates under itself"),
+        (crates, collab, "crates under its sub-channel"),
+        (zed, tests, "zed under a descendant"),
+        (zed, 0, "zed, a root, to the top"),
+        (collab, crates, "collab under its current parent"),
     ] {
-        expect_code(
-            alice.request(proto::MoveChannel { channel_id, to }).await,
-            ErrorCode::InvalidRequest,
-            &format!("moving {channel_id} {why}"),
-        );
+        refused(&alice, move_to(channel_id, to), InvalidRequest, why).await;
     }
 
     // A public channel needs a public parent: created, moved or switched under the
     // members-only crates, it is refused; zed cannot go members-only over public docs.
-    let open = proto::CreateChannel {
-        name: "open".into(),
-        parent_id: crates,
-        visibility: PUBLIC,
-    };
-    expect_code(
-        alice.request(open).await,
-        ErrorCode::InvalidRequest,
-        "a public channel created under crates",
-    );
-    expect_code(
-        alice
-            .request(proto::MoveChannel {
-                channel_id: docs,
-                to: crates,
-            })
-            .await,
-        ErrorCode::InvalidRequest,
-        "public docs moved under crates",
-    );
-    expect_code(
-        alice
-            .request(proto::SetChannelVisibility {
-                channel_id: collab,
-                visibility: PUBLIC,
-            })
-            .await,
-        ErrorCode::InvalidRequest,
-        "collab made public under crates",
-    );
-    expect_code(
-        alice
-            .request(proto::SetChannelVisibility {
-                channel_id: zed,
-                visibility: MEMBERS,
-            })
-            .await,
-        ErrorCode::InvalidRequest,
-        "zed made members-only over public docs",
-    );
+    let open = new_channel("open", crates, PUBLIC);
+    refused(&alice, open, InvalidRequest, "public under crates").await;
+    refused(
+        &alice,
+        move_to(docs, crates),
+        InvalidRequest,
+        "docs under crates",
+    )
+    .await;
+    let public = visibility(collab, PUBLIC);
+    refused(&alice, public, InvalidRequest, "collab public under crates").await;
+    let closed = visibility(zed, MEMBERS);
+    refused(&alice, closed, InvalidRequest, "zed members-only over docs").await;
     // Within the rules, crates (under public zed) goes public and back.
-    set_visibility(&alice, crates, PUBLIC).await;
+    alice.request(visibility(crates, PUBLIC)).await.unwrap();
     let view = view_of(&server, "alice").await;
     assert_eq!(find(&view.channels, crates).visibility, PUBLIC);
-    set_visibility(&alice, crates, MEMBERS).await;
+    alice.request(visibility(crates, MEMBERS)).await.unwrap();
     let view = view_of(&server, "alice").await;
     assert_eq!(find(&view.channels, crates).visibility, MEMBERS);
 
-    // collab moves under docs with its sub-channel; Bob sees both in their new place.
-    alice
-        .request(proto::MoveChannel {
-            channel_id: collab,
-            to: docs,
-        })
-        .await
-        .expect("collab moved under docs");
-    let view = view_of(&server, "bob").await;
-    assert_eq!(find(&view.channels, collab).parent_path, vec![zed, docs]);
-    assert_eq!(find(&view.channels, tests).parent_path, vec![zed, docs, collab]);
-    // Then to the top: a root of its own, out of zed.
-    alice
-        .request(proto::MoveChannel {
-            channel_id: collab,
-            to: 0,
-        })
-        .await
-        .expect("collab made a root");
+    // Bob subscribes. collab moves under docs with its sub-channel: Bob hears of both in
+    // their new place.
+    let bob = server.client("bob").await;
+    let state = subscribe(&bob).await;
+    assert_eq!(ids(&state.channels), sorted(vec![collab, tests]));
+    alice.request(move_to(collab, docs)).await.unwrap();
+    let update = next_update(&bob).await;
+    assert_eq!(ids(&update.channels), sorted(vec![collab, tests]));
+    assert_eq!(find(&update.channels, collab).parent_path, vec![zed, docs]);
+    let path = find(&update.channels, tests).parent_path.clone();
+    assert_eq!(path, vec![zed, docs, collab]);
+    // Then to the top: a root of its own, out of zed. Bob, whose membership is on collab,
+    // keeps seeing it (moved, not removed).
+    alice.request(move_to(collab, 0)).await.unwrap();
+    let update = next_update(&bob).await;
+    assert!(update.removed_channels.is_empty(), "{update:?}");
+    assert!(find(&update.channels, collab).parent_path.is_empty());
+    assert_eq!(find(&update.channels, tests).parent_path, vec![collab]);
     let view = view_of(&server, "bob").await;
     assert_eq!(ids(&view.channels), sorted(vec![collab, tests]));
     assert!(find(&view.channels, collab).parent_path.is_empty());
-    assert_eq!(find(&view.channels, tests).parent_path, vec![collab]);
 
     // A sub-sub-channel with chat and notes, and chat in docs.
     let deep = create(&alice, "deep", crates, MEMBERS).await.id;
     alice
         .request(chat(deep, "hello deep", "deep-1"))
         .await
-        .expect("a message in deep");
+        .unwrap();
     alice
         .request(chat(docs, "hello docs", "docs-1"))
         .await
-        .expect("a message in docs");
+        .unwrap();
     let messages = alice.request(history(deep)).await.unwrap().messages;
-    assert!(messages.iter().any(|m| m.body == "hello deep"), "{messages:?}");
-    alice
-        .request(proto::JoinChannelNotes { channel_id: deep })
-        .await
-        .expect("deep's notes joined");
-    alice
-        .request(proto::UpdateChannelNotes {
-            channel_id: deep,
-            update: insert_update("agenda").into(),
-        })
-        .await
-        .expect("deep's notes written");
-    let notes = format!("channel/{deep}/notes");
     assert!(
-        server.state.db.find_document(&notes).await.unwrap().is_some(),
-        "the notes are stored"
+        messages.iter().any(|m| m.body == "hello deep"),
+        "{messages:?}"
     );
+    alice.request(join_notes(deep)).await.unwrap();
+    let update = proto::UpdateChannelNotes {
+        channel_id: deep,
+        update: insert_update("agenda").into(),
+    };
+    alice.request(update).await.expect("deep's notes written");
+    let notes = format!("channel/{deep}/notes");
+    let stored = server.state.db.find_document(&notes).await.unwrap();
+    assert!(stored.is_some(), "the notes are stored");
 
     // Deleting zed deletes crates, deep and docs, their messages and notes; lab and
     // collab (no longer under zed) stay.
-    alice
-        .request(proto::DeleteChannel { channel_id: zed })
-        .await
-        .expect("zed deleted");
+    let delete = proto::DeleteChannel { channel_id: zed };
+    alice.request(delete).await.expect("zed deleted");
     let view = view_of(&server, "alice").await;
     let left = ids(&view.channels);
     for id in [zed, crates, deep, docs] {
@@ -455,30 +431,13 @@ async fn channel_tree_operations(backend: Backend) {
     let view = view_of(&server, "bob").await;
     assert_eq!(ids(&view.channels), sorted(vec![collab, tests]));
     for channel_id in [zed, crates, deep, docs] {
-        expect_code(
-            alice.request(history(channel_id)).await,
-            ErrorCode::NotFound,
-            &format!("messages of deleted {channel_id}"),
-        );
+        refused(&alice, history(channel_id), NotFound, "a deleted chat").await;
     }
-    expect_code(
-        alice
-            .request(proto::JoinChannelNotes { channel_id: deep })
-            .await,
-        ErrorCode::NotFound,
-        "notes of deleted deep",
-    );
-    expect_code(
-        alice
-            .request(proto::GetChannelMembers { channel_id: zed })
-            .await,
-        ErrorCode::NotFound,
-        "members of deleted zed",
-    );
-    assert!(
-        server.state.db.find_document(&notes).await.unwrap().is_none(),
-        "deep's notes are deleted with it"
-    );
+    refused(&alice, join_notes(deep), NotFound, "deleted notes").await;
+    let listing = proto::GetChannelMembers { channel_id: zed };
+    refused(&alice, listing, NotFound, "deleted members").await;
+    let stored = server.state.db.find_document(&notes).await.unwrap();
+    assert!(stored.is_none(), "deep's notes are deleted with it");
     server.stop().await;
 }
 db_test!(channel_tree_operations);
@@ -518,8 +477,8 @@ async fn roles_decide_who_may_do_what(backend: Backend) {
     let everything = sorted(vec![zed, secret, lobby, stage, guestroom]);
     let view = view_of(&server, "bob").await;
     assert_eq!(ids(&view.channels), everything);
-    for id in &everything {
-        assert_eq!(role_of(&view, *id), Some(MEMBER), "bob's role in {id}");
+    for &id in &everything {
+        assert_eq!(role_of(&view, id), Some(MEMBER), "bob's role in {id}");
     }
     let view = view_of(&server, "carol").await;
     assert_eq!(ids(&view.channels), sorted(vec![lobby, stage]));
@@ -527,8 +486,9 @@ async fn roles_decide_who_may_do_what(backend: Backend) {
     // The guest: the public channels, and guestroom where her own membership is; not
     // the members-only secret.
     let view = view_of(&server, "gina").await;
-    assert_eq!(ids(&view.channels), sorted(vec![zed, lobby, stage, guestroom]));
-    for id in [zed, lobby, stage, guestroom] {
+    let visible = sorted(vec![zed, lobby, stage, guestroom]);
+    assert_eq!(ids(&view.channels), visible);
+    for &id in &visible {
         assert_eq!(role_of(&view, id), Some(GUEST), "gina's role in {id}");
     }
     // Banned on zed wins over admin of lobby: Mallory sees nothing; nor does Nina.
@@ -545,247 +505,76 @@ async fn roles_decide_who_may_do_what(backend: Backend) {
         (&mallory, "mallory (banned)"),
         (&nina, "nina (stranger)"),
     ] {
-        let rename = proto::RenameChannel {
-            channel_id: secret,
-            name: "renamed".into(),
-        };
-        expect_code(
-            client.request(rename).await,
-            ErrorCode::Forbidden,
-            &format!("{who} renames"),
-        );
-        let to_lobby = proto::MoveChannel {
-            channel_id: secret,
-            to: lobby,
-        };
-        expect_code(
-            client.request(to_lobby).await,
-            ErrorCode::Forbidden,
-            &format!("{who} moves"),
-        );
-        expect_code(
-            client
-                .request(proto::DeleteChannel { channel_id: secret })
-                .await,
-            ErrorCode::Forbidden,
-            &format!("{who} deletes"),
-        );
-        let public = proto::SetChannelVisibility {
-            channel_id: secret,
-            visibility: PUBLIC,
-        };
-        expect_code(
-            client.request(public).await,
-            ErrorCode::Forbidden,
-            &format!("{who} sets the visibility"),
-        );
-        let invitation = proto::InviteChannelMember {
-            channel_id: secret,
-            user_id: olga,
-            role: MEMBER,
-        };
-        expect_code(
-            client.request(invitation).await,
-            ErrorCode::Forbidden,
-            &format!("{who} invites"),
-        );
-        let demote = proto::SetChannelMemberRole {
-            channel_id: secret,
-            user_id: sam,
-            role: GUEST,
-        };
-        expect_code(
-            client.request(demote).await,
-            ErrorCode::Forbidden,
-            &format!("{who} sets a role"),
-        );
-        let remove = proto::RemoveChannelMember {
-            channel_id: secret,
-            user_id: sam,
-        };
-        expect_code(
-            client.request(remove).await,
-            ErrorCode::Forbidden,
-            &format!("{who} removes a member"),
-        );
-        let sub = proto::CreateChannel {
-            name: "sub".into(),
-            parent_id: secret,
-            visibility: MEMBERS,
-        };
-        expect_code(
-            client.request(sub).await,
-            ErrorCode::Forbidden,
-            &format!("{who} creates a sub-channel"),
-        );
+        refused(client, rename(secret, "renamed"), Forbidden, who).await;
+        refused(client, move_to(secret, lobby), Forbidden, who).await;
+        let delete = proto::DeleteChannel { channel_id: secret };
+        refused(client, delete, Forbidden, who).await;
+        refused(client, visibility(secret, PUBLIC), Forbidden, who).await;
+        refused(client, invitation(secret, olga, MEMBER), Forbidden, who).await;
+        refused(client, role_change(secret, sam, GUEST), Forbidden, who).await;
+        refused(client, removal(secret, sam), Forbidden, who).await;
+        let sub = new_channel("sub", secret, MEMBERS);
+        refused(client, sub, Forbidden, who).await;
     }
     // The same invitation from Alice, an admin, passes.
     invite(&alice, secret, olga, MEMBER).await;
 
     // Carol's admin role in lobby covers stage; moving stage under zed needs her to be
     // an admin of zed too.
-    let rename = proto::RenameChannel {
-        channel_id: stage,
-        name: "main stage".into(),
-    };
-    carol.request(rename).await.expect("carol renames stage");
+    carol.request(rename(stage, "main stage")).await.unwrap();
     let backstage = create(&carol, "backstage", lobby, MEMBERS).await.id;
-    let to_zed = proto::MoveChannel {
-        channel_id: stage,
-        to: zed,
-    };
-    expect_code(
-        carol.request(to_zed).await,
-        ErrorCode::Forbidden,
-        "carol moves stage under zed",
-    );
-    // Mallory, banned above, may not use her admin role in lobby.
-    let rename = proto::RenameChannel {
-        channel_id: stage,
-        name: "mallory's".into(),
-    };
-    expect_code(
-        mallory.request(rename).await,
-        ErrorCode::Forbidden,
-        "banned mallory renames stage",
-    );
+    refused(&carol, move_to(stage, zed), Forbidden, "stage under zed").await;
+    // Mallory, banned from zed, may not use her admin role in lobby.
+    let what = "banned mallory renames stage";
+    refused(&mallory, rename(stage, "mine"), Forbidden, what).await;
 
     // The guest does not see the new members-only backstage, reads nothing of secret,
     // reads and posts in public lobby, reads guestroom but may not post there, and
     // reads notes without editing them; Bob, a member, edits.
     let view = view_of(&server, "gina").await;
     assert!(!ids(&view.channels).contains(&backstage), "{view:?}");
-    expect_code(
-        gina.request(history(secret)).await,
-        ErrorCode::Forbidden,
-        "gina reads secret",
-    );
-    expect_code(
-        gina.request(proto::JoinChannelNotes { channel_id: secret })
-            .await,
-        ErrorCode::Forbidden,
-        "gina opens secret's notes",
-    );
-    expect_code(
-        gina.request(proto::GetChannelMembers { channel_id: secret })
-            .await,
-        ErrorCode::Forbidden,
-        "gina lists secret's members",
-    );
-    gina.request(history(guestroom))
-        .await
-        .expect("gina reads guestroom");
-    gina.request(chat(lobby, "hi all", "gina-1"))
-        .await
-        .expect("a guest posts in a public channel");
-    expect_code(
-        gina.request(chat(guestroom, "hi", "gina-2")).await,
-        ErrorCode::Forbidden,
-        "gina posts in members-only guestroom",
-    );
-    let notes = gina
-        .request(proto::JoinChannelNotes { channel_id: lobby })
-        .await
-        .expect("gina reads lobby's notes");
+    refused(&gina, history(secret), Forbidden, "gina reads secret").await;
+    refused(&gina, join_notes(secret), Forbidden, "gina's notes").await;
+    let listing = proto::GetChannelMembers { channel_id: secret };
+    refused(&gina, listing, Forbidden, "gina lists secret").await;
+    gina.request(history(guestroom)).await.unwrap();
+    gina.request(chat(lobby, "hi all", "gina-1")).await.unwrap();
+    let post = chat(guestroom, "hi", "gina-2");
+    refused(
+        &gina,
+        post,
+        Forbidden,
+        "a guest posts in a members-only channel",
+    )
+    .await;
+    let notes = gina.request(join_notes(lobby)).await.unwrap();
     assert!(!notes.can_edit, "a guest does not edit notes");
-    let notes = bob
-        .request(proto::JoinChannelNotes { channel_id: secret })
-        .await
-        .expect("bob opens secret's notes");
+    let notes = bob.request(join_notes(secret)).await.unwrap();
     assert!(notes.can_edit, "a member edits notes");
-    expect_code(
-        nina.request(history(secret)).await,
-        ErrorCode::Forbidden,
-        "nina reads secret",
-    );
+    refused(&nina, history(secret), Forbidden, "nina reads secret").await;
 
     // The banned are refused everything, public channels included.
-    for channel_id in [zed, lobby] {
-        expect_code(
-            mallory.request(proto::JoinChannel { channel_id }).await,
-            ErrorCode::Forbidden,
-            &format!("banned mallory joins {channel_id}"),
-        );
-    }
-    expect_code(
-        mallory
-            .request(proto::JoinChannelNotes { channel_id: lobby })
-            .await,
-        ErrorCode::Forbidden,
-        "banned mallory opens lobby's notes",
-    );
-    expect_code(
-        mallory.request(history(lobby)).await,
-        ErrorCode::Forbidden,
-        "banned mallory reads lobby",
-    );
-    expect_code(
-        mallory.request(chat(lobby, "hi", "mallory-1")).await,
-        ErrorCode::Forbidden,
-        "banned mallory posts in lobby",
-    );
+    let who = "banned mallory";
+    refused(&mallory, join(zed), Forbidden, who).await;
+    refused(&mallory, join(lobby), Forbidden, who).await;
+    refused(&mallory, join_notes(lobby), Forbidden, who).await;
+    refused(&mallory, history(lobby), Forbidden, who).await;
+    refused(&mallory, chat(lobby, "hi", "mallory-1"), Forbidden, who).await;
     // Nina, a stranger but not banned, may join public lobby.
-    nina.request(proto::JoinChannel { channel_id: lobby })
-        .await
-        .expect("a stranger joins a public channel");
+    nina.request(join(lobby)).await.expect("a stranger joins");
 
     // Unknown channels are not found.
-    expect_code(
-        alice
-            .request(proto::RenameChannel {
-                channel_id: UNKNOWN,
-                name: "x".into(),
-            })
-            .await,
-        ErrorCode::NotFound,
-        "renaming an unknown channel",
-    );
-    expect_code(
-        alice
-            .request(proto::DeleteChannel {
-                channel_id: UNKNOWN,
-            })
-            .await,
-        ErrorCode::NotFound,
-        "deleting an unknown channel",
-    );
-    expect_code(
-        alice
-            .request(proto::CreateChannel {
-                name: "orphan".into(),
-                parent_id: UNKNOWN,
-                visibility: MEMBERS,
-            })
-            .await,
-        ErrorCode::NotFound,
-        "creating under an unknown channel",
-    );
-    expect_code(
-        bob.request(proto::JoinChannel {
-            channel_id: UNKNOWN,
-        })
-        .await,
-        ErrorCode::NotFound,
-        "joining an unknown channel",
-    );
-    expect_code(
-        bob.request(history(UNKNOWN)).await,
-        ErrorCode::NotFound,
-        "reading an unknown channel",
-    );
-    expect_code(
-        bob.request(chat(UNKNOWN, "hi", "bob-1")).await,
-        ErrorCode::NotFound,
-        "posting in an unknown channel",
-    );
-    expect_code(
-        bob.request(proto::JoinChannelNotes {
-            channel_id: UNKNOWN,
-        })
-        .await,
-        ErrorCode::NotFound,
-        "opening an unknown channel's notes",
-    );
+    let what = "an unknown channel";
+    refused(&alice, rename(UNKNOWN, "x"), NotFound, what).await;
+    let delete = proto::DeleteChannel {
+        channel_id: UNKNOWN,
+    };
+    refused(&alice, delete, NotFound, what).await;
+    refused(&alice, new_channel("x", UNKNOWN, MEMBERS), NotFound, what).await;
+    refused(&bob, join(UNKNOWN), NotFound, what).await;
+    refused(&bob, history(UNKNOWN), NotFound, what).await;
+    refused(&bob, chat(UNKNOWN, "hi", "bob-1"), NotFound, what).await;
+    refused(&bob, join_notes(UNKNOWN), NotFound, what).await;
     server.stop().await;
 }
 db_test!(roles_decide_who_may_do_what);
@@ -806,17 +595,18 @@ async fn invitations_accepted_and_declined(backend: Backend) {
     let bob = server.client("bob").await;
     let bob_id = bob.user_id();
     let state = subscribe(&bob).await;
-    assert!(state.channels.is_empty() && state.invitations.is_empty(), "{state:?}");
+    assert!(state.channels.is_empty(), "{state:?}");
+    assert!(state.invitations.is_empty(), "{state:?}");
 
     // The invitation: a notification, and the channel among Bob's invitations.
     invite(&alice, zed, bob_id, MEMBER).await;
-    let invitation = notification_added(&bob).await;
-    assert_eq!(invitation.kind, "ChannelInvitation");
-    assert_eq!(invitation.entity_id, zed);
-    assert!(!invitation.is_read);
-    assert_eq!(invitation.response, None);
+    let invited = notification_added(&bob).await;
+    assert_eq!(invited.kind, "ChannelInvitation");
+    assert_eq!(invited.entity_id, zed);
+    assert!(!invited.is_read);
+    assert_eq!(invited.response, None);
     let content: serde_json::Value =
-        serde_json::from_str(&invitation.content).expect("the content is JSON");
+        serde_json::from_str(&invited.content).expect("the content is JSON");
     assert_eq!(content["channel_id"].as_u64(), Some(zed), "{content}");
     assert_eq!(content["channel_name"].as_str(), Some("zed"), "{content}");
     assert_eq!(content["inviter_id"].as_u64(), Some(alice_id), "{content}");
@@ -831,33 +621,15 @@ async fn invitations_accepted_and_declined(backend: Backend) {
     assert_eq!((pending.role, pending.accepted), (MEMBER, false));
     let admin = member(&listed, alice_id).expect("alice is listed");
     assert_eq!((admin.role, admin.accepted), (ADMIN, true));
-    expect_code(
-        bob.request(history(zed)).await,
-        ErrorCode::Forbidden,
-        "bob reads zed before accepting",
-    );
-    expect_code(
-        alice
-            .request(proto::InviteChannelMember {
-                channel_id: zed,
-                user_id: bob_id,
-                role: GUEST,
-            })
-            .await,
-        ErrorCode::Conflict,
-        "inviting bob twice",
-    );
+    refused(&bob, history(zed), Forbidden, "a pending invitee reads").await;
+    let again = invitation(zed, bob_id, GUEST);
+    refused(&alice, again, Conflict, "inviting bob twice").await;
 
     // Bob accepts: the notification is answered and read; the invitation turns into
     // the channel and its sub-channel, with his role.
-    bob.request(proto::RespondToChannelInvite {
-        channel_id: zed,
-        accept: true,
-    })
-    .await
-    .expect("bob accepts");
+    bob.request(answer(zed, true)).await.expect("bob accepts");
     let answered = notification_updated(&bob).await;
-    assert_eq!(answered.id, invitation.id);
+    assert_eq!(answered.id, invited.id);
     assert_eq!(answered.response, Some(true));
     assert!(answered.is_read);
     let update = next_update(&bob).await;
@@ -865,46 +637,21 @@ async fn invitations_accepted_and_declined(backend: Backend) {
     assert_eq!(ids(&update.channels), sorted(vec![zed, crates]));
     assert_eq!(role_of(&update, zed), Some(MEMBER));
     assert_eq!(role_of(&update, crates), Some(MEMBER));
-    bob.request(history(crates))
-        .await
-        .expect("a member reads the sub-channel");
+    bob.request(history(crates)).await.expect("a member reads");
     let listed = members(&alice, zed).await;
     assert!(member(&listed, bob_id).expect("bob is listed").accepted);
-    let inbox = bob
-        .request(proto::GetNotifications {
-            before_id: 0,
-            limit: 0,
-        })
-        .await
-        .expect("bob's notifications");
-    let stored = inbox
-        .notifications
-        .iter()
-        .find(|n| n.id == invitation.id)
-        .expect("the invitation is kept");
-    assert_eq!(stored.response, Some(true));
+    let inbox = proto::GetNotifications {
+        before_id: 0,
+        limit: 0,
+    };
+    let inbox = bob.request(inbox).await.unwrap().notifications;
+    let kept = inbox.iter().find(|n| n.id == invited.id);
+    assert_eq!(kept.and_then(|n| n.response), Some(true), "{inbox:?}");
 
     // No second answer; no invitation for a member.
-    expect_code(
-        bob.request(proto::RespondToChannelInvite {
-            channel_id: zed,
-            accept: true,
-        })
-        .await,
-        ErrorCode::NotFound,
-        "answering an answered invitation",
-    );
-    expect_code(
-        alice
-            .request(proto::InviteChannelMember {
-                channel_id: zed,
-                user_id: bob_id,
-                role: ADMIN,
-            })
-            .await,
-        ErrorCode::Conflict,
-        "inviting a member",
-    );
+    refused(&bob, answer(zed, true), NotFound, "answering twice").await;
+    let again = invitation(zed, bob_id, ADMIN);
+    refused(&alice, again, Conflict, "inviting a member").await;
 
     // Roles to invite with: admin, member or guest; users must exist.
     let carol_sub = server.client("carol").await;
@@ -912,47 +659,23 @@ async fn invitations_accepted_and_declined(backend: Backend) {
     let carol_id = carol_sub.user_id();
     subscribe(&carol_sub).await;
     for role in [NO_ROLE, BANNED, 42] {
-        expect_code(
-            alice
-                .request(proto::InviteChannelMember {
-                    channel_id: crates,
-                    user_id: carol_id,
-                    role,
-                })
-                .await,
-            ErrorCode::InvalidRequest,
-            &format!("inviting with role {role}"),
-        );
+        let bad = invitation(crates, carol_id, role);
+        refused(&alice, bad, InvalidRequest, &format!("role {role}")).await;
     }
-    expect_code(
-        alice
-            .request(proto::InviteChannelMember {
-                channel_id: crates,
-                user_id: UNKNOWN,
-                role: MEMBER,
-            })
-            .await,
-        ErrorCode::NotFound,
-        "inviting an unknown user",
-    );
+    let nobody = invitation(crates, UNKNOWN, MEMBER);
+    refused(&alice, nobody, NotFound, "an unknown user").await;
 
     // Carol is invited to crates: both her connections are notified, the subscribed one
     // lists the invitation. She declines from the other.
     invite(&alice, crates, carol_id, GUEST).await;
     for connection in [&carol_sub, &carol_plain] {
-        let invitation = notification_added(connection).await;
-        assert_eq!(invitation.kind, "ChannelInvitation");
-        assert_eq!(invitation.entity_id, crates);
+        let invited = notification_added(connection).await;
+        assert_eq!(invited.kind, "ChannelInvitation");
+        assert_eq!(invited.entity_id, crates);
     }
     let update = next_update(&carol_sub).await;
     assert_eq!(ids(&update.invitations), vec![crates]);
-    carol_plain
-        .request(proto::RespondToChannelInvite {
-            channel_id: crates,
-            accept: false,
-        })
-        .await
-        .expect("carol declines");
+    carol_plain.request(answer(crates, false)).await.unwrap();
     let answered = notification_updated(&carol_sub).await;
     assert_eq!(answered.entity_id, crates);
     assert_eq!(answered.response, Some(false));
@@ -1003,11 +726,7 @@ async fn deltas_reach_exactly_who_sees_them(backend: Backend) {
     assert_eq!(role_of(&state, zed), Some(GUEST));
 
     // A rename of members-only inner: the members hear of it, Alice (the actor) too.
-    let rename = proto::RenameChannel {
-        channel_id: inner,
-        name: "kitchen".into(),
-    };
-    alice.request(rename).await.expect("inner renamed");
+    alice.request(rename(inner, "kitchen")).await.unwrap();
     for client in [&alice, &bob] {
         let update = next_update(client).await;
         assert_eq!(ids(&update.channels), vec![inner]);
@@ -1025,11 +744,7 @@ async fn deltas_reach_exactly_who_sees_them(backend: Backend) {
     // plaza, so she never heard of backroom.
     let backroom = create(&alice, "backroom", zed, MEMBERS).await.id;
     assert_eq!(ids(&next_update(&bob).await.channels), vec![backroom]);
-    let rename = proto::RenameChannel {
-        channel_id: plaza,
-        name: "square".into(),
-    };
-    alice.request(rename).await.expect("plaza renamed");
+    alice.request(rename(plaza, "square")).await.unwrap();
     for client in [&gina, &bob] {
         let update = next_update(client).await;
         assert_eq!(ids(&update.channels), vec![plaza]);
@@ -1040,101 +755,38 @@ async fn deltas_reach_exactly_who_sees_them(backend: Backend) {
     let everything = sorted(vec![zed, inner, plaza, backroom]);
 
     // Carol is removed: she loses every channel, and is refused from then on.
-    alice
-        .request(proto::RemoveChannelMember {
-            channel_id: zed,
-            user_id: carol_id,
-        })
-        .await
-        .expect("carol removed");
-    let update = update_until(&carol, "carol's channels removed", |update| {
-        !update.removed_channels.is_empty()
-    })
-    .await;
-    assert_eq!(sorted(update.removed_channels.clone()), everything);
-    expect_code(
-        carol.request(history(zed)).await,
-        ErrorCode::Forbidden,
-        "removed carol reads zed",
-    );
+    alice.request(removal(zed, carol_id)).await.unwrap();
+    let update = removal_update(&carol, "carol's channels removed").await;
+    assert_eq!(sorted(update.removed_channels), everything);
+    refused(&carol, history(zed), Forbidden, "removed carol reads").await;
     // Only rows that exist can be removed or changed; NONE is no role to set.
-    for (channel_id, user_id, what) in [
-        (zed, carol_id, "removing carol twice"),
-        (inner, bob_id, "removing bob from inner (his row is on zed)"),
-    ] {
-        expect_code(
-            alice
-                .request(proto::RemoveChannelMember {
-                    channel_id,
-                    user_id,
-                })
-                .await,
-            ErrorCode::NotFound,
-            what,
-        );
-    }
-    expect_code(
-        alice
-            .request(proto::SetChannelMemberRole {
-                channel_id: zed,
-                user_id: carol_id,
-                role: MEMBER,
-            })
-            .await,
-        ErrorCode::NotFound,
-        "setting the role of a non-member",
-    );
-    expect_code(
-        alice
-            .request(proto::SetChannelMemberRole {
-                channel_id: zed,
-                user_id: bob_id,
-                role: NO_ROLE,
-            })
-            .await,
-        ErrorCode::InvalidRequest,
-        "setting role NONE",
-    );
+    let twice = removal(zed, carol_id);
+    refused(&alice, twice, NotFound, "removing carol twice").await;
+    let elsewhere = removal(inner, bob_id);
+    refused(&alice, elsewhere, NotFound, "bob's row is on zed").await;
+    let gone = role_change(zed, carol_id, MEMBER);
+    refused(&alice, gone, NotFound, "the role of a non-member").await;
+    let none = role_change(zed, bob_id, NO_ROLE);
+    refused(&alice, none, InvalidRequest, "role NONE").await;
 
     // Mallory is banned: she loses every channel, and cannot even join public plaza.
     set_role(&alice, zed, mallory_id, BANNED).await;
-    let update = update_until(&mallory, "mallory's channels removed", |update| {
-        !update.removed_channels.is_empty()
-    })
-    .await;
-    assert_eq!(sorted(update.removed_channels.clone()), everything);
-    expect_code(
-        mallory
-            .request(proto::JoinChannel { channel_id: plaza })
-            .await,
-        ErrorCode::Forbidden,
-        "banned mallory joins plaza",
-    );
+    let update = removal_update(&mallory, "mallory's channels removed").await;
+    assert_eq!(sorted(update.removed_channels), everything);
+    refused(&mallory, join(plaza), Forbidden, "banned mallory joins").await;
     let listed = members(&alice, zed).await;
     assert_eq!(member(&listed, mallory_id).map(|m| m.role), Some(BANNED));
 
     // Alice, the last admin, may neither step down nor leave.
-    expect_code(
-        alice
-            .request(proto::SetChannelMemberRole {
-                channel_id: zed,
-                user_id: alice_id,
-                role: MEMBER,
-            })
-            .await,
-        ErrorCode::Conflict,
-        "the last admin steps down",
-    );
-    expect_code(
-        alice
-            .request(proto::RemoveChannelMember {
-                channel_id: zed,
-                user_id: alice_id,
-            })
-            .await,
-        ErrorCode::Conflict,
+    let step_down = role_change(zed, alice_id, MEMBER);
+    refused(&alice, step_down, Conflict, "the last admin steps down").await;
+    refused(
+        &alice,
+        removal(zed, alice_id),
+        Conflict,
         "the last admin leaves",
-    );
+    )
+    .await;
 
     // She makes Bob an admin: his next delta is that (none came from Carol's removal or
     // Mallory's ban). Then Alice may leave, and Bob is the last admin.
@@ -1144,27 +796,13 @@ async fn deltas_reach_exactly_who_sees_them(backend: Backend) {
     assert_eq!(role_of(&update, inner), Some(ADMIN), "{update:?}");
     assert!(update.removed_channels.is_empty(), "{update:?}");
     alice
-        .request(proto::RemoveChannelMember {
-            channel_id: zed,
-            user_id: alice_id,
-        })
+        .request(removal(zed, alice_id))
         .await
         .expect("alice leaves");
-    let update = update_until(&alice, "alice's channels removed", |update| {
-        !update.removed_channels.is_empty()
-    })
-    .await;
-    assert_eq!(sorted(update.removed_channels.clone()), everything);
-    expect_code(
-        bob.request(proto::SetChannelMemberRole {
-            channel_id: zed,
-            user_id: bob_id,
-            role: GUEST,
-        })
-        .await,
-        ErrorCode::Conflict,
-        "the new last admin steps down",
-    );
+    let update = removal_update(&alice, "alice's channels removed").await;
+    assert_eq!(sorted(update.removed_channels), everything);
+    let step_down = role_change(zed, bob_id, GUEST);
+    refused(&bob, step_down, Conflict, "the new last admin steps down").await;
     server.stop().await;
 }
 db_test!(deltas_reach_exactly_who_sees_them);
@@ -1196,39 +834,33 @@ async fn joining_a_channel_call(backend: Backend) {
     let nina = server.client("nina").await;
     let nina_id = nina.user_id();
     assert!(subscribe(&nina).await.channels.is_empty());
-
-    expect_code(
-        nina.request(proto::JoinChannel {
-            channel_id: private,
-        })
-        .await,
-        ErrorCode::Forbidden,
-        "a stranger joins a members-only channel",
+    let (admin, member_role, guest) = (
+        proto::ParticipantRole::Admin as i32,
+        proto::ParticipantRole::Member as i32,
+        proto::ParticipantRole::Guest as i32,
     );
 
+    refused(&nina, join(private), Forbidden, "a stranger joins private").await;
+
     // Alice, the admin, opens zed's call room.
-    let joined = alice
-        .request(proto::JoinChannel { channel_id: zed })
-        .await
-        .expect("alice joins zed's call");
-    let info = joined.live_kit_connection_info.expect("LiveKit credentials");
+    let joined = alice.request(join(zed)).await.expect("alice joins");
+    let info = joined.live_kit_connection_info.expect("LiveKit info");
     assert!(info.can_publish, "an admin publishes");
     let room = joined.room.expect("JoinRoomResponse carries the room");
     let room_id = room.id;
     assert_eq!(room.participants.len(), 1, "{room:?}");
-    let me = participant(&room, alice_id).expect("alice is in the room");
-    assert_eq!(me.role, proto::ParticipantRole::Admin as i32);
+    assert_eq!(participant(&room, alice_id).map(|p| p.role), Some(admin));
 
     // Bob, a member, joins the same room and may publish; Alice sees him.
-    let joined = bob
-        .request(proto::JoinChannel { channel_id: zed })
-        .await
-        .expect("bob joins zed's call");
-    assert!(joined.live_kit_connection_info.expect("credentials").can_publish);
+    let joined = bob.request(join(zed)).await.expect("bob joins");
+    let info = joined.live_kit_connection_info.expect("LiveKit info");
+    assert!(info.can_publish, "a member publishes");
     let room = joined.room.expect("JoinRoomResponse carries the room");
     assert_eq!(room.id, room_id, "the channel's room is reused");
-    let role = participant(&room, bob_id).map(|p| p.role);
-    assert_eq!(role, Some(proto::ParticipantRole::Member as i32));
+    assert_eq!(
+        participant(&room, bob_id).map(|p| p.role),
+        Some(member_role)
+    );
     assert!(participant(&room, alice_id).is_some(), "{room:?}");
     room_until(&alice, "bob in the channel's room", |room| {
         participant(room, bob_id).is_some()
@@ -1237,15 +869,11 @@ async fn joining_a_channel_call(backend: Backend) {
 
     // Nina joins public zed as a guest: no publishing; she now has a guest membership
     // and sees zed (not private).
-    let joined = nina
-        .request(proto::JoinChannel { channel_id: zed })
-        .await
-        .expect("a stranger joins a public channel");
-    let info = joined.live_kit_connection_info.expect("credentials");
+    let joined = nina.request(join(zed)).await.expect("nina joins");
+    let info = joined.live_kit_connection_info.expect("LiveKit info");
     assert!(!info.can_publish, "a guest does not publish");
     let room = joined.room.expect("JoinRoomResponse carries the room");
     assert_eq!(room.id, room_id);
-    let guest = proto::ParticipantRole::Guest as i32;
     assert_eq!(participant(&room, nina_id).map(|p| p.role), Some(guest));
     room_until(&alice, "nina in the room as a guest", |room| {
         participant(room, nina_id).map(|p| p.role) == Some(guest)
@@ -1261,25 +889,15 @@ async fn joining_a_channel_call(backend: Backend) {
     assert_eq!((row.role, row.accepted), (GUEST, true));
 
     // Bob is in zed's room: joining private's is a conflict until he leaves.
-    expect_code(
-        bob.request(proto::JoinChannel {
-            channel_id: private,
-        })
-        .await,
-        ErrorCode::Conflict,
-        "joining a second room",
-    );
+    refused(&bob, join(private), Conflict, "joining a second room").await;
     bob.request(proto::LeaveRoom {}).await.expect("bob leaves");
-    let joined = bob
-        .request(proto::JoinChannel {
-            channel_id: private,
-        })
-        .await
-        .expect("bob joins private's call");
+    let joined = bob.request(join(private)).await.expect("bob joins private");
     let room = joined.room.expect("JoinRoomResponse carries the room");
     assert_ne!(room.id, room_id, "each channel has its own room");
-    let role = participant(&room, bob_id).map(|p| p.role);
-    assert_eq!(role, Some(proto::ParticipantRole::Member as i32));
+    assert_eq!(
+        participant(&room, bob_id).map(|p| p.role),
+        Some(member_role)
+    );
     server.stop().await;
 }
 db_test!(joining_a_channel_call);
@@ -1305,42 +923,33 @@ async fn channel_co_members_may_call(backend: Backend) {
     let _erin = server.client("erin").await;
     let _mallory = server.client("mallory").await;
 
-    let room_id = alice
-        .request(proto::CreateRoom {})
-        .await
-        .expect("a room")
+    let created = alice.request(proto::CreateRoom {}).await.unwrap();
+    let room_id = created
         .room
         .expect("CreateRoomResponse carries the room")
         .id;
-    alice
-        .request(proto::Call {
-            room_id,
-            callee_user_id: bob_id,
-        })
-        .await
-        .expect("a co-member is called");
-    let call = incoming_call(&bob).await;
-    assert_eq!(call.room_id, room_id);
-    assert_eq!(call.calling_user_id, alice_id);
+    let call = proto::Call {
+        room_id,
+        callee_user_id: bob_id,
+    };
+    alice.request(call).await.expect("a co-member is called");
+    let incoming = incoming_call(&bob).await;
+    assert_eq!(incoming.room_id, room_id);
+    assert_eq!(incoming.calling_user_id, alice_id);
     bob.request(proto::JoinRoom { room_id })
         .await
         .expect("bob answers");
 
     for (callee_user_id, who) in [
-        (dave_id, "a stranger"),
-        (erin_id, "a user only invited"),
-        (mallory_id, "a banned user"),
+        (dave_id, "calling a stranger"),
+        (erin_id, "calling a user only invited"),
+        (mallory_id, "calling a banned user"),
     ] {
-        expect_code(
-            alice
-                .request(proto::Call {
-                    room_id,
-                    callee_user_id,
-                })
-                .await,
-            ErrorCode::Forbidden,
-            &format!("calling {who}"),
-        );
+        let call = proto::Call {
+            room_id,
+            callee_user_id,
+        };
+        refused(&alice, call, Forbidden, who).await;
     }
     server.stop().await;
 }
@@ -1383,12 +992,9 @@ async fn seeded_channels(backend: Backend) {
     assert!(view_of(&server, "alice").await.channels.is_empty());
 
     let listed = members(&admin, zed.id).await;
-    let admins = [admin.user_id(), server.user_id("root").await.to_proto()];
-    assert_eq!(
-        sorted(listed.iter().map(|m| m.user_id).collect()),
-        sorted(admins.to_vec()),
-        "one row per seed admin: {listed:?}"
-    );
+    let admins = vec![admin.user_id(), server.user_id("root").await.to_proto()];
+    let listed_ids = sorted(listed.iter().map(|m| m.user_id).collect());
+    assert_eq!(listed_ids, sorted(admins), "one row per seed admin");
     for row in &listed {
         assert_eq!((row.role, row.accepted), (ADMIN, true), "{row:?}");
     }

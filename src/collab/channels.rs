@@ -195,6 +195,10 @@ pub async fn delete_channel(
     let _order = app.channels.lock.lock().await;
     let changed = app.db.delete_channel(session.user_id(), id).await?;
     let deleted = published(app, changed);
+    for channel in &deleted {
+        app.documents
+            .deleted(&crate::db::queries::channels::notes_document_name(*channel));
+    }
     tracing::info!(channel = %id, channels = deleted.len(), "deleted channels");
     response.send(proto::Ack {})?;
     Ok(())

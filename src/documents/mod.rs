@@ -484,11 +484,28 @@ impl DocumentStore {
     /// A commit failed: the document's memory may hold updates the log lacks. Its
     /// subscribers are told to resync and it leaves the registry.
     fn poison(&self, doc: &Arc<Document>) {
+        self.close(doc, "the document could not be saved");
+    }
+
+    fn close(&self, doc: &Arc<Document>, reason: &'static str) {
         if doc.poisoned.swap(true, Ordering::SeqCst) {
             return;
         }
         self.forget(&mut self.registry.lock(), doc);
-        doc.broadcast(&DocEvent::Closed("the document could not be saved"), None);
+        doc.broadcast(&DocEvent::Closed(reason), None);
+    }
+
+    /// The document was deleted: if it is loaded, it takes no more updates, and its
+    /// subscribers are closed.
+    pub fn deleted(&self, name: &str) {
+        let loaded = self
+            .registry
+            .lock()
+            .get(name)
+            .and_then(|slot| slot.get().cloned());
+        if let Some(doc) = loaded {
+            self.close(&doc, "the document was deleted");
+        }
     }
 
     /// The last use of `doc` ended: after the idle timeout, and once its writes are

@@ -25,11 +25,7 @@ use super::{TestServer, within, yjs::TEXT};
 // ---------------------------------------------------------------------------------------
 
 /// Creates a root channel as `admin` (who becomes its admin); returns its id.
-pub async fn create_root_channel(
-    admin: &Client,
-    name: &str,
-    visibility: ChannelVisibility,
-) -> u64 {
+pub async fn create_root_channel(admin: &Client, name: &str, visibility: ChannelVisibility) -> u64 {
     let channel = admin
         .request(proto::CreateChannel {
             name: name.to_string(),
@@ -280,10 +276,13 @@ pub async fn update_notes(client: &Client, channel_id: u64, update: Vec<u8>) {
 /// The next ChannelNotesUpdated pushed to `client` (which must be for `channel_id`):
 /// its update.
 pub async fn next_notes_update(client: &Client, channel_id: u64) -> Vec<u8> {
-    let message = within("a ChannelNotesUpdated", client.recv::<proto::ChannelNotesUpdated>())
-        .await
-        .expect("the connection is open")
-        .payload;
+    let message = within(
+        "a ChannelNotesUpdated",
+        client.recv::<proto::ChannelNotesUpdated>(),
+    )
+    .await
+    .expect("the connection is open")
+    .payload;
     assert_eq!(message.channel_id, channel_id);
     message.update.to_vec()
 }
@@ -320,20 +319,23 @@ pub fn collaborator_keys(collaborators: &[proto::NotesCollaborator]) -> Vec<Coll
 /// exactly `expected` (earlier states may come first).
 pub async fn collaborators_until(client: &Client, channel_id: u64, expected: &[&Client]) {
     let expected = client_keys(expected);
-    within(&format!("the notes' collaborators to be {expected:?}"), async {
-        loop {
-            let message = client
-                .recv::<proto::ChannelNotesCollaborators>()
-                .await
-                .expect("the connection is open")
-                .payload;
-            if message.channel_id == channel_id
-                && collaborator_keys(&message.collaborators) == expected
-            {
-                return;
+    within(
+        &format!("the notes' collaborators to be {expected:?}"),
+        async {
+            loop {
+                let message = client
+                    .recv::<proto::ChannelNotesCollaborators>()
+                    .await
+                    .expect("the connection is open")
+                    .payload;
+                if message.channel_id == channel_id
+                    && collaborator_keys(&message.collaborators) == expected
+                {
+                    return;
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -480,10 +482,13 @@ pub async fn message_update_until(
 
 /// The next ChannelMessageSent pushed to `client`: its message.
 pub async fn next_sent(client: &Client) -> proto::ChannelMessage {
-    within("a ChannelMessageSent", client.recv::<proto::ChannelMessageSent>())
-        .await
-        .expect("the connection is open")
-        .payload
-        .message
-        .expect("ChannelMessageSent carries the message")
+    within(
+        "a ChannelMessageSent",
+        client.recv::<proto::ChannelMessageSent>(),
+    )
+    .await
+    .expect("the connection is open")
+    .payload
+    .message
+    .expect("ChannelMessageSent carries the message")
 }

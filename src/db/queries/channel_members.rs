@@ -2,8 +2,6 @@
 //! answers, removal, roles, the member list, and whether two users share a channel tree
 //! (which lets them call each other).
 
-use std::collections::BTreeSet;
-
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait,
@@ -15,7 +13,7 @@ use super::{
         ChannelId, Database, UserId,
         entities::{channel, channel_member, notification, user},
     },
-    channel_tree::{Forest, load_trees, role_of},
+    channel_tree::{Forest, load_trees, role_of, roots_of_user},
     channels::Changed,
     notifications::{INVITATION, insert_notification},
 };
@@ -252,25 +250,24 @@ impl Database {
         Ok(path.members)
     }
 
-    /// Both users are accepted, unbanned members somewhere in the same channel tree.
+    /// Both users hold an unbanned role somewhere in the same channel tree (a ban
+    /// anywhere on a channel's path counts, as everywhere).
     pub async fn share_a_channel(&self, a: UserId, b: UserId) -> Result<bool> {
-        let rows = channel_member::Entity::find()
-            .filter(channel_member::Column::UserId.is_in([a, b]))
-            .filter(channel_member::Column::Accepted.eq(true))
-            .filter(channel_member::Column::Role.ne(Role::Banned as i16))
-            .all(&self.conn)
-            .await?;
-        let channels = channel::Entity::find()
-            .filter(channel::Column::Id.is_in(rows.iter().map(|r| r.channel_id)))
-            .all(&self.conn)
-            .await?;
-        let roots_of = |user: UserId| -> BTreeSet<_> {
-            rows.iter()
-                .filter(|row| row.user_id == user)
-                .filter_map(|row| channels.iter().find(|c| c.id == row.channel_id))
-                .map(|c| c.root())
-                .collect()
+        let roots_a = roots_of_user(&self.conn, a).await?;
+        let roots_b = roots_of_user(&self.conn, b).await?;
+        let shared: Vec<ChannelId> = roots_a.into_iter().filter(|r| roots_b.contains(r)).collect();
+        let forest = load_trees(&self.conn, &shared).await?;
+        let has_role = |user: UserId, root: ChannelId| {
+            forest.members.iter().any(|row| {
+                row.user_id == user
+                    && row.accepted
+                    && forest.channels.get(&row.channel_id).is_some_and(|c| c.root() == root)
+                    && !matches!(
+                        forest.role(user, row.channel_id),
+                        Role::Banned | Role::None
+                    )
+            })
         };
-        Ok(!roots_of(a).is_disjoint(&roots_of(b)))
+        Ok(shared.into_iter().any(|root| has_role(a, root) && has_role(b, root)))
     }
 }

@@ -218,7 +218,12 @@ impl Database {
                     active.parent_path = Set(path);
                     active.update(tx).await?;
                 }
-                let after = load_trees(tx, &roots).await?;
+                // A channel moved to the top is a root of its own now.
+                let mut after_roots = roots.clone();
+                if to.is_none() {
+                    after_roots.push(id);
+                }
+                let after = load_trees(tx, &after_roots).await?;
                 Ok(Changed {
                     before,
                     after,
