@@ -242,11 +242,17 @@ impl MigrationTrait for Migration {
                             .col(ChannelMessageMentions::StartOffset),
                     )
                     .foreign_key(&mut cascade(
-                        (ChannelMessageMentions::Table, ChannelMessageMentions::MessageId),
+                        (
+                            ChannelMessageMentions::Table,
+                            ChannelMessageMentions::MessageId,
+                        ),
                         (ChannelMessages::Table, ChannelMessages::Id),
                     ))
                     .foreign_key(&mut cascade(
-                        (ChannelMessageMentions::Table, ChannelMessageMentions::UserId),
+                        (
+                            ChannelMessageMentions::Table,
+                            ChannelMessageMentions::UserId,
+                        ),
                         (Users::Table, Users::Id),
                     ))
                     .to_owned(),
@@ -274,7 +280,10 @@ impl MigrationTrait for Migration {
                         (ChannelMessages::Table, ChannelMessages::Id),
                     ))
                     .foreign_key(&mut cascade(
-                        (ChannelMessageReactions::Table, ChannelMessageReactions::UserId),
+                        (
+                            ChannelMessageReactions::Table,
+                            ChannelMessageReactions::UserId,
+                        ),
                         (Users::Table, Users::Id),
                     ))
                     .to_owned(),
@@ -293,7 +302,10 @@ impl MigrationTrait for Migration {
                             .col(ObservedChannelMessages::ChannelId),
                     )
                     .foreign_key(&mut cascade(
-                        (ObservedChannelMessages::Table, ObservedChannelMessages::UserId),
+                        (
+                            ObservedChannelMessages::Table,
+                            ObservedChannelMessages::UserId,
+                        ),
                         (Users::Table, Users::Id),
                     ))
                     .foreign_key(&mut cascade(
@@ -350,7 +362,12 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(Index::drop().name("rooms_channel").table(Rooms::Table).to_owned())
+            .drop_index(
+                Index::drop()
+                    .name("rooms_channel")
+                    .table(Rooms::Table)
+                    .to_owned(),
+            )
             .await?;
         manager
             .alter_table(

@@ -129,9 +129,7 @@ impl NotesSessions {
         app.metrics.notes_collaborators.dec();
         session.doc.unsubscribe(session.subscriber);
         if let Some(removal) = session.doc.release_awareness(session.subscriber) {
-            session
-                .doc
-                .broadcast(&DocEvent::awareness(removal), None);
+            session.doc.broadcast(&DocEvent::awareness(removal), None);
         }
         true
     }
@@ -185,10 +183,7 @@ impl NotesSessions {
 }
 
 fn can_edit(role: proto::ChannelRole) -> bool {
-    matches!(
-        role,
-        proto::ChannelRole::Admin | proto::ChannelRole::Member
-    )
+    matches!(role, proto::ChannelRole::Admin | proto::ChannelRole::Member)
 }
 
 /// Checks access, opens the document and (re)subscribes the connection; returns the
@@ -238,7 +233,11 @@ async fn enter(session: &Session, channel: ChannelId) -> Result<(Arc<DocHandle>,
     Ok((doc, editable))
 }
 
-fn session_of(app: &AppState, connection: ConnectionId, channel: ChannelId) -> Result<(Arc<DocHandle>, SubscriberId, bool)> {
+fn session_of(
+    app: &AppState,
+    connection: ConnectionId,
+    channel: ChannelId,
+) -> Result<(Arc<DocHandle>, SubscriberId, bool)> {
     app.channels
         .notes
         .sessions
@@ -298,7 +297,11 @@ pub async fn leave_channel_notes(
 ) -> Result<()> {
     let channel = channel_id(request.channel_id)?;
     let app = &session.state;
-    if app.channels.notes.remove(app, session.connection_id, channel) {
+    if app
+        .channels
+        .notes
+        .remove(app, session.connection_id, channel)
+    {
         app.channels.notes.announce(app, channel, None);
     }
     response.send(proto::Ack {})?;
@@ -352,8 +355,9 @@ pub async fn channel_notes_awareness(
             "an awareness update over {MAX_AWARENESS_BYTES} bytes"
         )));
     }
-    let update = AwarenessUpdate::decode_v1(&message.update)
-        .map_err(|error| Error::invalid(format!("the awareness update does not decode: {error}")))?;
+    let update = AwarenessUpdate::decode_v1(&message.update).map_err(|error| {
+        Error::invalid(format!("the awareness update does not decode: {error}"))
+    })?;
     doc.claim_awareness(update.clients.keys().copied(), subscriber);
     doc.with_awareness(|awareness| awareness.apply_update(update))
         .map_err(|error| Error::invalid(format!("the awareness update does not apply: {error}")))?;

@@ -12,9 +12,7 @@ use std::collections::HashSet;
 
 use parking_lot::Mutex;
 
-use super::{
-    Session, channel_notes::NotesSessions, chat::RateLimiter, rooms::room_updated,
-};
+use super::{Session, channel_notes::NotesSessions, chat::RateLimiter, rooms::room_updated};
 use crate::{
     AppState,
     db::{
@@ -106,8 +104,7 @@ pub async fn subscribe_to_channels(
     let _order = app.channels.lock.lock().await;
     let forest = app.db.channels_of_user(user).await?;
     let view = forest.view(user);
-    let mut state =
-        diff(&Default::default(), &view).unwrap_or_default();
+    let mut state = diff(&Default::default(), &view).unwrap_or_default();
     let visible: Vec<ChannelId> = view.channels.keys().copied().collect();
     state.chat = app
         .db
@@ -120,7 +117,12 @@ pub async fn subscribe_to_channels(
             observed_message_id: observed as u64,
         })
         .collect();
-    if app.channels.subscribers.lock().insert(session.connection_id) {
+    if app
+        .channels
+        .subscribers
+        .lock()
+        .insert(session.connection_id)
+    {
         app.metrics.channel_subscribers.inc();
     }
     response.send(proto::SubscribeToChannelsResponse { state: Some(state) })?;
@@ -244,7 +246,8 @@ pub async fn join_channel(
     let room = changed.room.id;
     let _room_order = app.room_locks.lock(room).await;
     let state = app.db.get_room(room).await?;
-    app.rooms.join(session.connection_id, room, session.user_id());
+    app.rooms
+        .join(session.connection_id, room, session.user_id());
     room_updated(app, &state);
     response.send(super::rooms::joined(&session, &state))?;
     Ok(())

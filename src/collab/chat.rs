@@ -91,7 +91,11 @@ fn to_proto(chat: &ChatMessage) -> proto::ChannelMessage {
         channel_id: row.channel_id.to_proto(),
         sender_id: row.sender_id.to_proto(),
         // A deleted message keeps its place (threads, paging) but not its words.
-        body: if deleted { String::new() } else { row.body.clone() },
+        body: if deleted {
+            String::new()
+        } else {
+            row.body.clone()
+        },
         kind: i32::from(row.kind),
         reply_to: row.reply_to.map_or(0, |id| id.to_proto()),
         nonce: row.nonce.clone(),
@@ -268,7 +272,11 @@ pub async fn send_channel_message(
         return Err(error.into());
     }
     let user = session.user_id();
-    let change = match app.db.send_channel_message(user, channel, new.clone()).await {
+    let change = match app
+        .db
+        .send_channel_message(user, channel, new.clone())
+        .await
+    {
         // The same nonce raced in from another connection: the retry finds it.
         Err(Error::Database(error)) if crate::db::is_unique_violation(&error) => {
             app.db.send_channel_message(user, channel, new).await?
@@ -355,7 +363,14 @@ pub async fn add_reaction(
     response: Response<proto::AddReaction>,
     session: Session,
 ) -> Result<()> {
-    react(&session, request.channel_id, request.message_id, request.emoji, true).await?;
+    react(
+        &session,
+        request.channel_id,
+        request.message_id,
+        request.emoji,
+        true,
+    )
+    .await?;
     response.send(proto::Ack {})?;
     Ok(())
 }
@@ -365,7 +380,14 @@ pub async fn remove_reaction(
     response: Response<proto::RemoveReaction>,
     session: Session,
 ) -> Result<()> {
-    react(&session, request.channel_id, request.message_id, request.emoji, false).await?;
+    react(
+        &session,
+        request.channel_id,
+        request.message_id,
+        request.emoji,
+        false,
+    )
+    .await?;
     response.send(proto::Ack {})?;
     Ok(())
 }

@@ -145,7 +145,10 @@ pub(super) fn call_ended(
 }
 
 /// LiveKit credentials for `session`'s user in `state`, when LiveKit is configured.
-pub(super) fn livekit_info(session: &Session, state: &RoomState) -> Option<proto::LiveKitConnectionInfo> {
+pub(super) fn livekit_info(
+    session: &Session,
+    state: &RoomState,
+) -> Option<proto::LiveKitConnectionInfo> {
     let livekit = session.state.livekit.as_ref()?;
     let user = session.principal.user();
     let can_publish = state

@@ -17,7 +17,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use sea_orm::{
     ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, IsolationLevel,
-    RuntimeErr, TransactionTrait,
+    RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -89,14 +89,25 @@ impl Database {
         T: Send,
         F: for<'a> Fn(&'a DatabaseTransaction) -> BoxFuture<'a, Result<T>> + Send + Sync,
     {
-        let isolation = match self.backend() {
-            DbBackend::Postgres => Some(IsolationLevel::Serializable),
-            _ => None,
+        // PostgreSQL: serializable, so concurrent transactions that would lose an update
+        // fail and are retried. SQLite has one writer: taking the write lock at BEGIN
+        // (waiting up to the busy timeout) serializes writers outright; a deferred
+        // transaction that reads first would instead fail its upgrade whenever another
+        // write committed meanwhile, and starve under a steady stream of group commits.
+        let options = match self.backend() {
+            DbBackend::Postgres => TransactionOptions {
+                isolation_level: Some(IsolationLevel::Serializable),
+                ..Default::default()
+            },
+            _ => TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..Default::default()
+            },
         };
         let mut attempt = 1;
         loop {
             let outcome = async {
-                let tx = self.conn.begin_with_config(isolation, None).await?;
+                let tx = self.conn.begin_with_options(options).await?;
                 let value = body(&tx).await?;
                 tx.commit().await?;
                 Ok(value)

@@ -22,8 +22,8 @@ use crate::{
     AppState,
     auth::{AuthError, extract::bearer_token, jwt::Permission},
     db::{ChannelId, UserId},
-    rpc::proto::{ChannelRole, ErrorCode},
     error::Error,
+    rpc::proto::{ChannelRole, ErrorCode},
 };
 
 #[derive(Deserialize)]
@@ -82,7 +82,9 @@ async fn channel_notes_access(
     let path = match app.db.channel_path(channel).await {
         Ok(path) => path,
         Err(error) if error.code() == ErrorCode::NotFound => {
-            return Err(Error::forbidden(format!("no channel {channel} you can see")));
+            return Err(Error::forbidden(format!(
+                "no channel {channel} you can see"
+            )));
         }
         Err(error) => return Err(error),
     };

@@ -96,7 +96,8 @@ impl Database {
                     "inviter_id": inviter.0,
                     "role": role.as_str_name(),
                 });
-                let note = insert_notification(tx, invitee, INVITATION, Some(id.0), content).await?;
+                let note =
+                    insert_notification(tx, invitee, INVITATION, Some(id.0), content).await?;
                 let after = tree_of(tx, id).await?;
                 Ok(Changed {
                     before,
@@ -255,19 +256,24 @@ impl Database {
     pub async fn share_a_channel(&self, a: UserId, b: UserId) -> Result<bool> {
         let roots_a = roots_of_user(&self.conn, a).await?;
         let roots_b = roots_of_user(&self.conn, b).await?;
-        let shared: Vec<ChannelId> = roots_a.into_iter().filter(|r| roots_b.contains(r)).collect();
+        let shared: Vec<ChannelId> = roots_a
+            .into_iter()
+            .filter(|r| roots_b.contains(r))
+            .collect();
         let forest = load_trees(&self.conn, &shared).await?;
         let has_role = |user: UserId, root: ChannelId| {
             forest.members.iter().any(|row| {
                 row.user_id == user
                     && row.accepted
-                    && forest.channels.get(&row.channel_id).is_some_and(|c| c.root() == root)
-                    && !matches!(
-                        forest.role(user, row.channel_id),
-                        Role::Banned | Role::None
-                    )
+                    && forest
+                        .channels
+                        .get(&row.channel_id)
+                        .is_some_and(|c| c.root() == root)
+                    && !matches!(forest.role(user, row.channel_id), Role::Banned | Role::None)
             })
         };
-        Ok(shared.into_iter().any(|root| has_role(a, root) && has_role(b, root)))
+        Ok(shared
+            .into_iter()
+            .any(|root| has_role(a, root) && has_role(b, root)))
     }
 }

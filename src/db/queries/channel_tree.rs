@@ -105,12 +105,17 @@ impl Forest {
         self.channel(id)?;
         let role = self.role(user, id);
         if role == Role::Banned {
-            return Err(Error::forbidden(format!("you are banned from channel {id}")));
+            return Err(Error::forbidden(format!(
+                "you are banned from channel {id}"
+            )));
         }
         if rank(role) < rank(needed) || (needed == Role::Guest && !self.can_see(user, id)) {
             return Err(Error::forbidden(format!(
                 "{what} needs the {} role in channel {id}",
-                needed.as_str_name().trim_start_matches("CHANNEL_ROLE_").to_lowercase()
+                needed
+                    .as_str_name()
+                    .trim_start_matches("CHANNEL_ROLE_")
+                    .to_lowercase()
             )));
         }
         Ok(role)
@@ -254,7 +259,10 @@ async fn with_members(tx: &impl ConnectionTrait, channels: Vec<channel::Model>) 
 }
 
 /// The roots of every tree where `user` has a membership row.
-pub(super) async fn roots_of_user(tx: &impl ConnectionTrait, user: UserId) -> Result<Vec<ChannelId>> {
+pub(super) async fn roots_of_user(
+    tx: &impl ConnectionTrait,
+    user: UserId,
+) -> Result<Vec<ChannelId>> {
     let rows = channel_member::Entity::find()
         .filter(channel_member::Column::UserId.eq(user))
         .all(tx)

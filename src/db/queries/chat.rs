@@ -7,8 +7,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    Condition, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::{
@@ -16,8 +16,7 @@ use super::{
         ChannelId, ChannelMessageId, Database, UserId,
         entities::{
             channel_message as message, channel_message_mention as mention,
-            channel_message_reaction as reaction, notification, observed_channel_message,
-            user,
+            channel_message_reaction as reaction, notification, observed_channel_message, user,
         },
     },
     channel_tree::{Forest, load_path},
@@ -165,7 +164,9 @@ async fn store_mentions(
             (None, None) => continue,
         };
         if user::Entity::find_by_id(target).one(tx).await?.is_none() {
-            return Err(Error::invalid(format!("mentioned user {target} does not exist")));
+            return Err(Error::invalid(format!(
+                "mentioned user {target} does not exist"
+            )));
         }
         mention::Entity::insert(mention::ActiveModel {
             message_id: Set(row.id),
@@ -175,7 +176,9 @@ async fn store_mentions(
         })
         .exec(tx)
         .await?;
-        if target != row.sender_id && path.can_see(target, row.channel_id) && notified.insert(target)
+        if target != row.sender_id
+            && path.can_see(target, row.channel_id)
+            && notified.insert(target)
         {
             let content = serde_json::json!({
                 "channel_id": row.channel_id.0,

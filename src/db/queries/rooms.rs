@@ -99,7 +99,10 @@ pub(super) async fn load(tx: &impl ConnectionTrait, room_id: RoomId) -> Result<R
     })
 }
 
-pub(super) async fn row_of(tx: &impl ConnectionTrait, user: UserId) -> Result<Option<participant::Model>> {
+pub(super) async fn row_of(
+    tx: &impl ConnectionTrait,
+    user: UserId,
+) -> Result<Option<participant::Model>> {
     Ok(participant::Entity::find()
         .filter(participant::Column::UserId.eq(user))
         .one(tx)
