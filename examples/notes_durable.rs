@@ -112,7 +112,9 @@ async fn throughput(server: &serve::RunningServer, editors: usize, in_flight: us
     for client in clients {
         let client = Arc::new(client);
         client
-            .request(proto::JoinChannelNotes { channel_id: channel })
+            .request(proto::JoinChannelNotes {
+                channel_id: channel,
+            })
             .await
             .unwrap();
         let doc = Arc::new(Mutex::new(yrs::Doc::new()));
@@ -171,6 +173,18 @@ async fn throughput(server: &serve::RunningServer, editors: usize, in_flight: us
     );
 }
 
+/// How long a `JoinChannelNotes` takes, and the size of the state it returns.
+async fn timed_join(client: &Client, channel: u64) -> (Duration, usize) {
+    let started = Instant::now();
+    let joined = client
+        .request(proto::JoinChannelNotes {
+            channel_id: channel,
+        })
+        .await
+        .unwrap();
+    (started.elapsed(), joined.state.len())
+}
+
 async fn join(server: &serve::RunningServer, history: usize) {
     let admin = connect(server, "history-admin").await;
     let reader = connect(server, "history-reader").await;
@@ -201,26 +215,23 @@ async fn join(server: &serve::RunningServer, history: usize) {
         }
     }
     db.append_updates(&batch).await.unwrap();
-    let full_state = doc.transact().encode_state_as_update_v1(&StateVector::default());
+    let full_state = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
     println!(
         "join: {history} updates of history written in {:.1} s (state {} bytes)",
         written.elapsed().as_secs_f64(),
         full_state.len()
     );
 
-    let timed_join = |client: &Client| {
-        let request = client.request(proto::JoinChannelNotes { channel_id: channel });
-        async move {
-            let started = Instant::now();
-            let joined = request.await.unwrap();
-            (started.elapsed(), joined.state.len())
-        }
-    };
-    let (cold, size) = timed_join(&reader).await;
-    println!("  cold join (loads {history} logged updates): {} ({size} bytes)", ms(cold));
+    let (cold, size) = timed_join(&reader, channel).await;
+    println!(
+        "  cold join (loads {history} logged updates): {} ({size} bytes)",
+        ms(cold)
+    );
     let mut warm = Vec::new();
     for _ in 0..200 {
-        warm.push(timed_join(&admin).await.0);
+        warm.push(timed_join(&admin, channel).await.0);
     }
     warm.sort();
     println!(
@@ -233,7 +244,9 @@ async fn join(server: &serve::RunningServer, history: usize) {
     // Leave so the document unloads; unloading compacts the log into a snapshot.
     for client in [&admin, &reader] {
         client
-            .request(proto::LeaveChannelNotes { channel_id: channel })
+            .request(proto::LeaveChannelNotes {
+                channel_id: channel,
+            })
             .await
             .unwrap();
     }
@@ -245,17 +258,19 @@ async fn join(server: &serve::RunningServer, history: usize) {
         "  unloaded and compacted {:.1} s after the last editor left (idle timeout 1 s)",
         unloaded.elapsed().as_secs_f64()
     );
-    let (cold, _) = timed_join(&reader).await;
+    let (cold, _) = timed_join(&reader, channel).await;
     let mut colds = vec![cold];
     for _ in 0..4 {
         reader
-            .request(proto::LeaveChannelNotes { channel_id: channel })
+            .request(proto::LeaveChannelNotes {
+                channel_id: channel,
+            })
             .await
             .unwrap();
         while server.state.documents.loaded() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        colds.push(timed_join(&reader).await.0);
+        colds.push(timed_join(&reader, channel).await.0);
     }
     colds.sort();
     println!(
@@ -272,8 +287,12 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let (editors, in_flight, seconds, history) =
-            (arg(1, 8) as usize, arg(2, 32) as usize, arg(3, 5), arg(4, 100_000) as usize);
+        let (editors, in_flight, seconds, history) = (
+            arg(1, 8) as usize,
+            arg(2, 32) as usize,
+            arg(3, 5),
+            arg(4, 100_000) as usize,
+        );
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::with_data_dir(dir.path());
         config.bind = "127.0.0.1:0".parse().unwrap();
@@ -294,7 +313,11 @@ fn main() {
         }
         println!(
             "notes-durable on {}",
-            if pg.is_some() { "PostgreSQL" } else { "SQLite (WAL, synchronous=FULL)" }
+            if pg.is_some() {
+                "PostgreSQL"
+            } else {
+                "SQLite (WAL, synchronous=FULL)"
+            }
         );
         let server = serve::start(config).await.unwrap();
         throughput(&server, editors, in_flight, seconds).await;

@@ -5,6 +5,8 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use yrs::{ReadTxn, StateVector, Transact, updates::encoder::Encode};
+
 use super::{Document, DocumentStore};
 use crate::error::{Error, Result};
 
@@ -43,10 +45,12 @@ async fn run(store: &DocumentStore, doc: &Document) -> Result<()> {
             .iter()
             .map(|s| s.state.as_slice())
             .chain(stored.updates.iter().map(|u| u.data.as_slice()));
-        let state = yrs::merge_updates_v1(parts)
-            .map_err(|error| Error::Internal(anyhow::anyhow!("merging updates: {error}")))?;
-        let state_vector = yrs::encode_state_vector_from_update_v1(&state)
-            .map_err(|error| Error::Internal(anyhow::anyhow!("state vector: {error}")))?;
+        // Encoded from a document, the state is squashed (runs of typed characters are
+        // one item), unlike `merge_updates_v1`'s output, and far faster to build.
+        let doc = super::rebuild(parts);
+        let txn = doc.transact();
+        let state = txn.encode_state_as_update_v1(&StateVector::default());
+        let state_vector = txn.state_vector().encode_v1();
         Ok((state, state_vector))
     })
     .await

@@ -246,6 +246,26 @@ impl Drop for DocHandle {
 
 type Slot = Arc<tokio::sync::OnceCell<Arc<Document>>>;
 
+/// A document from its stored parts (a snapshot, then updates), skipping (and logging)
+/// what does not decode or apply. Each part gets its own transaction: yrs handles one
+/// update per transaction in linear time, while many updates in one transaction (or
+/// merged without a document) take quadratic time — 13 s instead of 0.13 s for 100,000
+/// typed characters.
+pub fn rebuild<'a>(parts: impl Iterator<Item = &'a [u8]>) -> Doc {
+    let doc = Doc::new();
+    for data in parts {
+        match Update::decode_v1(data) {
+            Ok(update) => {
+                if let Err(error) = doc.transact_mut().apply_update(update) {
+                    tracing::error!(%error, "a stored update does not apply; skipped");
+                }
+            }
+            Err(error) => tracing::error!(%error, "a stored update does not decode; skipped"),
+        }
+    }
+    doc
+}
+
 pub struct DocumentStore {
     db: Database,
     metrics: Metrics,
@@ -356,31 +376,16 @@ impl DocumentStore {
         let row = self.db.ensure_document(name).await?;
         let stored = self.db.stored_document(row.id).await?;
         let count = stored.updates.len() as u64;
-        let doc = tokio::task::spawn_blocking(move || -> Result<Doc> {
-            let doc = Doc::new();
-            let mut txn = doc.transact_mut();
+        let doc = tokio::task::spawn_blocking(move || {
             let parts = stored
                 .snapshot
                 .iter()
-                .map(|s| &s.state)
-                .chain(stored.updates.iter().map(|u| &u.data));
-            for data in parts {
-                match Update::decode_v1(data) {
-                    Ok(update) => {
-                        if let Err(error) = txn.apply_update(update) {
-                            tracing::error!(%error, "a stored update does not apply; skipped");
-                        }
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "a stored update does not decode; skipped")
-                    }
-                }
-            }
-            drop(txn);
-            Ok(doc)
+                .map(|s| s.state.as_slice())
+                .chain(stored.updates.iter().map(|u| u.data.as_slice()));
+            rebuild(parts)
         })
         .await
-        .map_err(|error| Error::Internal(anyhow::anyhow!("loading a document: {error}")))??;
+        .map_err(|error| Error::Internal(anyhow::anyhow!("loading a document: {error}")))?;
         self.metrics.documents_loaded.inc();
         self.metrics
             .document_load_seconds
