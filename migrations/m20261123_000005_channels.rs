@@ -138,14 +138,25 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(index(
-                "channels_parent_path",
-                Channels::Table,
-                &["parent_path"],
-                false,
-            ))
-            .await?;
+        if manager.get_database_backend() == sea_orm_migration::sea_orm::DbBackend::Postgres {
+            // Subtrees are found by prefix (`LIKE '1/5/%'`); only a pattern-ops index
+            // serves that under a non-C collation.
+            manager
+                .get_connection()
+                .execute_unprepared(
+                    "CREATE INDEX channels_parent_path ON channels (parent_path text_pattern_ops)",
+                )
+                .await?;
+        } else {
+            manager
+                .create_index(index(
+                    "channels_parent_path",
+                    Channels::Table,
+                    &["parent_path"],
+                    false,
+                ))
+                .await?;
+        }
         manager
             .create_table(
                 Table::create()

@@ -46,9 +46,36 @@ struct NotesSession {
 }
 
 /// Which connection has joined which channel's notes.
+type SessionMap = Mutex<HashMap<(ConnectionId, ChannelId), NotesSession>>;
+
+/// A y-websocket connection to a channel's notes, watched so that losing access (or
+/// editing rights) closes it.
+struct WatchedSocket {
+    channel: ChannelId,
+    user: UserId,
+    writable: bool,
+    revoke: Box<dyn Fn() + Send + Sync>,
+}
+
+type SocketMap = Mutex<HashMap<u64, WatchedSocket>>;
+
 #[derive(Default)]
 pub struct NotesSessions {
-    sessions: Mutex<HashMap<(ConnectionId, ChannelId), NotesSession>>,
+    sessions: Arc<SessionMap>,
+    sockets: Arc<SocketMap>,
+    next_socket: std::sync::atomic::AtomicU64,
+}
+
+/// Keeps a y-websocket connection watched; dropping it stops the watch.
+pub struct SocketWatch {
+    sockets: Arc<SocketMap>,
+    id: u64,
+}
+
+impl Drop for SocketWatch {
+    fn drop(&mut self) {
+        self.sockets.lock().remove(&self.id);
+    }
 }
 
 /// An RPC editor as a subscriber of the document: events become pushed messages.
@@ -56,6 +83,10 @@ struct RpcEditor {
     cluster: Cluster,
     connection: ConnectionId,
     channel: ChannelId,
+    /// To drop this session when its document closes (it would keep the closed
+    /// document in memory, and the editor in the collaborators, until a rejoin).
+    sessions: std::sync::Weak<SessionMap>,
+    gauge: prometheus::IntGauge,
 }
 
 impl Subscriber for RpcEditor {
@@ -76,13 +107,22 @@ impl Subscriber for RpcEditor {
                     update: update.clone(),
                 },
             ),
-            DocEvent::Closed(reason) => self.cluster.send(
-                self.connection,
-                proto::ChannelNotesClosed {
-                    channel_id,
-                    reason: reason.to_string(),
-                },
-            ),
+            DocEvent::Closed(reason) => {
+                let key = (self.connection, self.channel);
+                if let Some(sessions) = self.sessions.upgrade() {
+                    let removed = sessions.lock().remove(&key);
+                    if removed.is_some() {
+                        self.gauge.dec();
+                    }
+                }
+                self.cluster.send(
+                    self.connection,
+                    proto::ChannelNotesClosed {
+                        channel_id,
+                        reason: reason.to_string(),
+                    },
+                )
+            }
         };
         // A full queue has already cut the connection; a closed one is leaving.
         let _ = sent;
@@ -150,9 +190,49 @@ impl NotesSessions {
         }
     }
 
+    /// Watches a y-websocket connection to `channel`'s notes: `revoke` is called when
+    /// `user` can no longer see the channel, or no longer edit it while `writable`.
+    pub fn watch_socket(
+        &self,
+        channel: ChannelId,
+        user: UserId,
+        writable: bool,
+        revoke: Box<dyn Fn() + Send + Sync>,
+    ) -> SocketWatch {
+        let id = self
+            .next_socket
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sockets.lock().insert(
+            id,
+            WatchedSocket {
+                channel,
+                user,
+                writable,
+                revoke,
+            },
+        );
+        SocketWatch {
+            sockets: self.sockets.clone(),
+            id,
+        }
+    }
+
     /// After a tree change: sessions of `channels` follow the roles in `after`; those
-    /// who lost sight of their channel are dropped and told.
+    /// who lost sight of their channel are dropped and told. Watched y-websocket
+    /// connections that lost access or editing rights are closed (they reconnect with
+    /// what they have now).
     pub fn recheck(&self, app: &AppState, channels: &[ChannelId], after: &Forest) {
+        self.sockets.lock().retain(|_, socket| {
+            if !channels.contains(&socket.channel) {
+                return true;
+            }
+            let keeps = after.can_see(socket.user, socket.channel)
+                && (!socket.writable || can_edit(after.role(socket.user, socket.channel)));
+            if !keeps {
+                (socket.revoke)();
+            }
+            keeps
+        });
         let mut lost = Vec::new();
         {
             let mut sessions = self.sessions.lock();
@@ -203,6 +283,8 @@ async fn enter(session: &Session, channel: ChannelId) -> Result<(Arc<DocHandle>,
         cluster: app.cluster.clone(),
         connection: session.connection_id,
         channel,
+        sessions: Arc::downgrade(&app.channels.notes.sessions),
+        gauge: app.metrics.notes_collaborators.clone(),
     });
     let subscriber = app.documents.subscribe(&doc, editor, None)?;
     let key = (session.connection_id, channel);
@@ -230,7 +312,41 @@ async fn enter(session: &Session, channel: ChannelId) -> Result<(Arc<DocHandle>,
                 .announce(app, channel, Some(session.connection_id));
         }
     }
-    Ok((doc, editable))
+    // A ban or removal that committed while the document was opening happened before
+    // this session existed, so its re-check could not see it: check again now.
+    let current = app.db.channel_path(channel).await.and_then(|path| {
+        path.require(
+            session.user_id(),
+            channel,
+            proto::ChannelRole::Guest,
+            "reading notes",
+        )
+    });
+    match current {
+        Ok(role) if can_edit(role) == editable => Ok((doc, editable)),
+        Ok(role) => {
+            if let Some(session) = app
+                .channels
+                .notes
+                .sessions
+                .lock()
+                .get_mut(&(session.connection_id, channel))
+            {
+                session.can_edit = can_edit(role);
+            }
+            Ok((doc, can_edit(role)))
+        }
+        Err(error) => {
+            if app
+                .channels
+                .notes
+                .remove(app, session.connection_id, channel)
+            {
+                app.channels.notes.announce(app, channel, None);
+            }
+            Err(error)
+        }
+    }
 }
 
 fn session_of(

@@ -8,7 +8,7 @@
 //! a delta older than its snapshot. Each delta is the difference between what that
 //! user saw before and after the change.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use parking_lot::Mutex;
 
@@ -72,24 +72,72 @@ pub(super) fn subscribed(app: &AppState, user: UserId) -> Vec<ConnectionId> {
 
 /// Pushes each affected user what changed in their view, and applies the change to
 /// notes sessions (editing rights, lost access). Call it holding the channel lock.
-pub(super) fn publish(app: &AppState, before: &Forest, after: &Forest) {
+pub(super) fn publish(app: &Arc<AppState>, before: &Forest, after: &Forest) {
     let users: std::collections::BTreeSet<UserId> =
         before.users().union(&after.users()).copied().collect();
+    let mut lost = Vec::new();
     for user in users {
+        let (was, is) = (before.view(user), after.view(user));
+        let gone: Vec<ChannelId> = was
+            .channels
+            .keys()
+            .filter(|c| !is.channels.contains_key(c))
+            .copied()
+            .collect();
+        if !gone.is_empty() {
+            lost.push((user, gone));
+        }
         let connections = subscribed(app, user);
         if connections.is_empty() {
             continue;
         }
-        if let Some(update) = diff(&before.view(user), &after.view(user)) {
+        if let Some(update) = diff(&was, &is) {
             app.cluster.broadcast(connections, &update);
         }
     }
     let touched: Vec<ChannelId> = before.channels.keys().copied().collect();
     app.channels.notes.recheck(app, &touched, after);
+    if !lost.is_empty() {
+        tokio::spawn(leave_lost_calls(app.clone(), lost));
+    }
+}
+
+/// Users who lost sight of channels leave those channels' call rooms (after the
+/// change is published: leaving takes the room's lock, never under the channel lock).
+async fn leave_lost_calls(app: Arc<AppState>, lost: Vec<(UserId, Vec<ChannelId>)>) {
+    for (user, channels) in lost {
+        let outcome: Result<()> = async {
+            let Some(row) = app.db.participant_of(user).await? else {
+                return Ok(());
+            };
+            let Some(connection) = super::rooms::answering_connection(&row) else {
+                return Ok(());
+            };
+            let room = app.db.get_room(row.room_id).await?;
+            if !room.room.channel_id.is_some_and(|c| channels.contains(&c)) {
+                return Ok(());
+            }
+            let reason = proto::project_unshared::Reason::HostLeft;
+            if let Some(left) = super::rooms::leave(&app, connection, reason).await? {
+                // The leaver learns it from the room without them.
+                let _ = app.cluster.send(
+                    connection,
+                    proto::RoomUpdated {
+                        room: Some(super::rooms::room_to_proto(&left.room)),
+                    },
+                );
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(error) = outcome {
+            tracing::warn!(%error, user = %user, "could not remove a user from a channel call");
+        }
+    }
 }
 
 /// Publishes a committed change and returns its value.
-fn published<T>(app: &AppState, changed: Changed<T>) -> T {
+fn published<T>(app: &Arc<AppState>, changed: Changed<T>) -> T {
     publish(app, &changed.before, &changed.after);
     changed.value
 }
@@ -195,12 +243,22 @@ pub async fn delete_channel(
     let id = channel_id(request.channel_id)?;
     let app = &session.state;
     let _order = app.channels.lock.lock().await;
+    // The notes stop taking updates and their queued writes are committed before the
+    // rows go: a write to a deleted document would fail its whole group commit.
+    let tree = app.db.channel_tree(id).await?;
+    tree.require(
+        session.user_id(),
+        id,
+        proto::ChannelRole::Admin,
+        "deleting a channel",
+    )?;
+    for channel in tree.subtree(id) {
+        app.documents
+            .deleted(&crate::db::queries::channels::notes_document_name(channel));
+    }
+    app.documents.flush().await;
     let changed = app.db.delete_channel(session.user_id(), id).await?;
     let deleted = published(app, changed);
-    for channel in &deleted {
-        app.documents
-            .deleted(&crate::db::queries::channels::notes_document_name(*channel));
-    }
     tracing::info!(channel = %id, channels = deleted.len(), "deleted channels");
     response.send(proto::Ack {})?;
     Ok(())

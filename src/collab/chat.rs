@@ -102,11 +102,15 @@ fn to_proto(chat: &ChatMessage) -> proto::ChannelMessage {
         sent_at: millis(Some(row.sent_at)),
         edited_at: millis(row.edited_at),
         deleted_at: millis(row.deleted_at),
-        anchor: row.anchor_path.as_ref().map(|path| proto::CodeAnchor {
-            path: path.clone(),
-            line: row.anchor_line.unwrap_or_default().max(0) as u32,
-            snippet: row.anchor_snippet.clone().unwrap_or_default(),
-        }),
+        anchor: row
+            .anchor_path
+            .as_ref()
+            .filter(|_| !deleted)
+            .map(|path| proto::CodeAnchor {
+                path: path.clone(),
+                line: row.anchor_line.unwrap_or_default().max(0) as u32,
+                snippet: row.anchor_snippet.clone().unwrap_or_default(),
+            }),
         mentions: if deleted {
             Vec::new()
         } else {
@@ -173,7 +177,7 @@ fn mentions(body: &str, explicit: &[proto::ChatMention]) -> Result<Vec<MentionRe
 }
 
 fn check_body(app: &AppState, body: &str) -> Result<()> {
-    if body.trim().is_empty() {
+    if body.is_empty() {
         return Err(Error::invalid("a message needs a body"));
     }
     let max = app.config.max_chat_message_bytes;
@@ -259,7 +263,16 @@ pub async fn send_channel_message(
         reply_to,
         anchor,
     };
-    if let Err(wait) = app.channels.chat_limiter.take(session.user_id()) {
+    // A re-sent nonce returns the original without counting against the rate limit.
+    let resent = match app.db.nonce_channel(session.user_id(), &new.nonce).await? {
+        Some(used) if used != channel => {
+            return Err(Error::conflict(
+                "this nonce was already used for a message in another channel",
+            ));
+        }
+        used => used.is_some(),
+    };
+    if !resent && let Err(wait) = app.channels.chat_limiter.take(session.user_id()) {
         app.metrics.chat_rate_limited.inc();
         let error = crate::rpc::RpcError::new(
             proto::ErrorCode::RateLimited,

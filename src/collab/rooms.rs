@@ -235,6 +235,14 @@ pub async fn call(
         ));
     }
     let app = &session.state;
+    // (A room that does not exist is refused below, as before.)
+    if let Ok(state) = app.db.get_room(room).await
+        && state.room.channel_id.is_some()
+    {
+        return Err(Error::forbidden(
+            "a channel's call is joined with JoinChannel, not by being called",
+        ));
+    }
     let _order = app.room_locks.lock(room).await;
     let (state, row) = app
         .db

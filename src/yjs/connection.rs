@@ -52,6 +52,16 @@ struct Socket {
     too_slow: CancellationToken,
 }
 
+impl Socket {
+    /// Closes the socket: its access to the document changed.
+    fn revoke(&self) {
+        let close = Outgoing::Close(close::POLICY, "your access to this document changed");
+        if self.queue.try_send(close).is_err() {
+            self.too_slow.cancel();
+        }
+    }
+}
+
 impl Subscriber for Socket {
     fn deliver(&self, event: &DocEvent) {
         let outgoing = match event {
@@ -114,8 +124,36 @@ async fn serve(socket: &mut WebSocket, session: &Session) -> Result<(), Ending> 
     let max = Some(app.config.max_clients_per_doc as usize);
     let id = app
         .documents
-        .subscribe(&doc, subscriber, max)
+        .subscribe(&doc, subscriber.clone(), max)
         .map_err(|error| Ending(close::TRY_AGAIN_LATER, error.into_rpc().message, "full"))?;
+    // Channel notes: a ban, removal or demotion closes the socket. Access is checked
+    // again once watched, so a change committed since the upgrade is not missed.
+    let _watch = match crate::yjs::notes_channel(&session.name) {
+        Some(channel) => {
+            let watch = app.channels.notes.watch_socket(
+                channel,
+                session.user,
+                session.permission == Permission::Write,
+                Box::new(move || subscriber.revoke()),
+            );
+            let still = crate::yjs::channel_permission(app, session.user, channel).await;
+            let lost = match still {
+                Ok(Permission::Write) => false,
+                Ok(_) => session.permission == Permission::Write,
+                Err(_) => true,
+            };
+            if lost {
+                doc.unsubscribe(id);
+                return Err(Ending(
+                    close::POLICY,
+                    "your access to this document changed".into(),
+                    "revoked",
+                ));
+            }
+            Some(watch)
+        }
+        None => None,
+    };
     let ended = exchange(socket, session, &doc, id, &mut outgoing, &too_slow).await;
     doc.unsubscribe(id);
     // The socket's cursors disappear for everyone now, not after the 30 s sweep.

@@ -74,11 +74,33 @@ async fn channel_notes_access(
     permission: Permission,
     rest: &str,
 ) -> Result<(UserId, Permission), Error> {
-    let channel = rest
-        .strip_suffix("/notes")
-        .and_then(|id| id.parse::<u64>().ok())
-        .and_then(ChannelId::from_proto)
+    let channel = notes_channel(&format!("channel/{rest}"))
         .ok_or_else(|| Error::forbidden("channel documents are named channel/<id>/notes"))?;
+    let allowed = channel_permission(app, user, channel).await?;
+    let permission = if allowed == Permission::Write {
+        permission
+    } else {
+        Permission::Read
+    };
+    Ok((user, permission))
+}
+
+/// The channel whose notes `name` is (`channel/<id>/notes`, the id spelled canonically:
+/// `channel/05/notes` would be another document).
+pub fn notes_channel(name: &str) -> Option<ChannelId> {
+    name.strip_prefix("channel/")?
+        .strip_suffix("/notes")
+        .and_then(|id| id.parse::<u64>().ok().filter(|n| n.to_string() == id))
+        .and_then(ChannelId::from_proto)
+}
+
+/// What `user` may do with `channel`'s notes: write (admins, members), read (guests who
+/// see it), or nothing (`Forbidden`).
+pub async fn channel_permission(
+    app: &AppState,
+    user: UserId,
+    channel: ChannelId,
+) -> Result<Permission, Error> {
     let path = match app.db.channel_path(channel).await {
         Ok(path) => path,
         Err(error) if error.code() == ErrorCode::NotFound => {
@@ -89,11 +111,10 @@ async fn channel_notes_access(
         Err(error) => return Err(error),
     };
     let role = path.require(user, channel, ChannelRole::Guest, "reading notes")?;
-    let permission = match role {
-        ChannelRole::Admin | ChannelRole::Member => permission,
+    Ok(match role {
+        ChannelRole::Admin | ChannelRole::Member => Permission::Write,
         _ => Permission::Read,
-    };
-    Ok((user, permission))
+    })
 }
 
 /// The token of a request: `?token=` first, then the `Authorization` header.

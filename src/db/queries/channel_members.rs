@@ -5,7 +5,7 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait,
-    QueryFilter,
+    PaginatorTrait, QueryFilter,
 };
 
 use super::{
@@ -21,6 +21,9 @@ use crate::{
     error::{Error, Result},
     rpc::proto::ChannelRole as Role,
 };
+
+/// Invitations one user may have pending at once.
+pub const MAX_PENDING_INVITATIONS: u64 = 100;
 
 async fn tree_of(tx: &impl ConnectionTrait, id: ChannelId) -> Result<Forest> {
     let channel = channel::Entity::find_by_id(id)
@@ -73,6 +76,16 @@ impl Database {
                     .one(tx)
                     .await?
                     .ok_or_else(|| Error::not_found(format!("no user {invitee}")))?;
+                let pending = channel_member::Entity::find()
+                    .filter(channel_member::Column::UserId.eq(invitee))
+                    .filter(channel_member::Column::Accepted.eq(false))
+                    .count(tx)
+                    .await?;
+                if pending >= MAX_PENDING_INVITATIONS {
+                    return Err(Error::conflict(format!(
+                        "that user has {MAX_PENDING_INVITATIONS} pending invitations already"
+                    )));
+                }
                 if row_on(&before, id, invitee).is_some() {
                     return Err(Error::conflict(
                         "that user is already a member of, or invited to, this channel",
@@ -120,6 +133,11 @@ impl Database {
         self.transaction(move |tx| {
             Box::pin(async move {
                 let before = tree_of(tx, id).await?;
+                if before.role(user, id) == Role::Banned {
+                    return Err(Error::forbidden(format!(
+                        "you are banned from channel {id}"
+                    )));
+                }
                 let row = row_on(&before, id, user)
                     .filter(|row| !row.accepted)
                     .cloned()
@@ -173,6 +191,14 @@ impl Database {
                 let row = row_on(&before, id, target)
                     .cloned()
                     .ok_or_else(|| Error::not_found("that user has no membership here"))?;
+                // Leaving is not a way out of a ban.
+                if actor == target
+                    && (role_of(row.role) == Role::Banned || before.role(actor, id) == Role::Banned)
+                {
+                    return Err(Error::forbidden(format!(
+                        "you are banned from channel {id}"
+                    )));
+                }
                 keeps_an_admin(&before, id, &row)?;
                 row.delete(tx).await?;
                 let after = tree_of(tx, id).await?;
@@ -208,6 +234,11 @@ impl Database {
                         }
                         let mut active: channel_member::ActiveModel = row.into();
                         active.role = Set(role as i16);
+                        if role == Role::Banned {
+                            // A ban holds at once, even over a pending invitation (which
+                            // could otherwise be declined away or accepted by joining).
+                            active.accepted = Set(true);
+                        }
                         active.update(tx).await?;
                     }
                     None if role == Role::Banned => {
@@ -251,8 +282,8 @@ impl Database {
         Ok(path.members)
     }
 
-    /// Both users hold an unbanned role somewhere in the same channel tree (a ban
-    /// anywhere on a channel's path counts, as everywhere).
+    /// Both users are admins or members somewhere in the same channel tree (a ban
+    /// anywhere on a channel's path counts, as everywhere; guests do not count).
     pub async fn share_a_channel(&self, a: UserId, b: UserId) -> Result<bool> {
         let roots_a = roots_of_user(&self.conn, a).await?;
         let roots_b = roots_of_user(&self.conn, b).await?;
@@ -269,7 +300,10 @@ impl Database {
                         .channels
                         .get(&row.channel_id)
                         .is_some_and(|c| c.root() == root)
-                    && !matches!(forest.role(user, row.channel_id), Role::Banned | Role::None)
+                    && matches!(
+                        forest.role(user, row.channel_id),
+                        Role::Admin | Role::Member
+                    )
             })
         };
         Ok(shared

@@ -79,6 +79,11 @@ impl Database {
                     }
                     after = load_trees(tx, &[root]).await?;
                     role = after.role(user, channel);
+                    if role == Role::Banned {
+                        return Err(Error::forbidden(format!(
+                            "you are banned from channel {channel}"
+                        )));
+                    }
                 }
                 if let Some(row) = row_of(tx, user).await? {
                     return Err(Error::conflict(format!(

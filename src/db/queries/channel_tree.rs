@@ -69,10 +69,28 @@ impl Forest {
     }
 
     pub fn role(&self, user: UserId, id: ChannelId) -> Role {
+        self.role_among(&self.rows_of(user), id)
+    }
+
+    pub fn can_see(&self, user: UserId, id: ChannelId) -> bool {
+        self.can_see_among(&self.rows_of(user), id)
+    }
+
+    /// One user's membership rows: computing a view or an audience filters them once,
+    /// not once per channel.
+    fn rows_of(&self, user: UserId) -> Vec<&channel_member::Model> {
+        self.members
+            .iter()
+            .filter(|row| row.user_id == user)
+            .collect()
+    }
+
+    /// The role given by `rows` (one user's) in channel `id`.
+    fn role_among(&self, rows: &[&channel_member::Model], id: ChannelId) -> Role {
         let path = self.path(id);
         let mut best = Role::None;
-        for row in &self.members {
-            if row.user_id != user || !row.accepted || !path.contains(&row.channel_id) {
+        for row in rows {
+            if !row.accepted || !path.contains(&row.channel_id) {
                 continue;
             }
             let role = role_of(row.role);
@@ -86,15 +104,12 @@ impl Forest {
         best
     }
 
-    pub fn can_see(&self, user: UserId, id: ChannelId) -> bool {
-        match self.role(user, id) {
+    fn can_see_among(&self, rows: &[&channel_member::Model], id: ChannelId) -> bool {
+        match self.role_among(rows, id) {
             Role::Admin | Role::Member => true,
             Role::Guest => {
                 self.channels.get(&id).is_some_and(|c| c.is_public())
-                    || self
-                        .members
-                        .iter()
-                        .any(|row| row.user_id == user && row.accepted && row.channel_id == id)
+                    || rows.iter().any(|row| row.accepted && row.channel_id == id)
             }
             Role::None | Role::Banned => false,
         }
@@ -123,15 +138,20 @@ impl Forest {
 
     pub fn view(&self, user: UserId) -> View {
         let mut view = View::default();
+        let rows = self.rows_of(user);
+        if rows.is_empty() {
+            return view;
+        }
         for (id, channel) in &self.channels {
-            if self.can_see(user, *id) {
+            if self.can_see_among(&rows, *id) {
                 view.channels
-                    .insert(*id, (channel.clone(), self.role(user, *id)));
+                    .insert(*id, (channel.clone(), self.role_among(&rows, *id)));
             }
         }
         for row in &self.members {
             if row.user_id == user
                 && !row.accepted
+                && role_of(row.role) != Role::Banned
                 && let Some(channel) = self.channels.get(&row.channel_id)
             {
                 view.invitations.insert(row.channel_id, channel.clone());
@@ -163,9 +183,14 @@ impl Forest {
 
     /// The users who can see channel `id` (with any membership on its path).
     pub fn audience(&self, id: ChannelId) -> Vec<UserId> {
-        self.users()
+        let mut by_user: BTreeMap<UserId, Vec<&channel_member::Model>> = BTreeMap::new();
+        for row in &self.members {
+            by_user.entry(row.user_id).or_default().push(row);
+        }
+        by_user
             .into_iter()
-            .filter(|user| self.can_see(*user, id))
+            .filter(|(_, rows)| self.can_see_among(rows, id))
+            .map(|(user, _)| user)
             .collect()
     }
 }

@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter,
-    sea_query::Expr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, sea_query::Expr,
 };
 
 use super::{
@@ -29,6 +29,19 @@ pub struct Changed<T> {
 }
 
 pub const MAX_CHANNEL_NAME_CHARS: usize = 64;
+/// Channels in one tree (a root and all its descendants).
+pub const MAX_CHANNELS_PER_TREE: usize = 1000;
+/// Root channels one user may administer (creating more is refused).
+pub const MAX_ROOTS_PER_ADMIN: u64 = 100;
+
+fn tree_full(count: usize) -> Result<()> {
+    if count >= MAX_CHANNELS_PER_TREE {
+        return Err(Error::conflict(format!(
+            "a channel tree holds at most {MAX_CHANNELS_PER_TREE} channels"
+        )));
+    }
+    Ok(())
+}
 
 /// The name of a channel's notes in the document store.
 pub fn notes_document_name(channel: ChannelId) -> String {
@@ -95,10 +108,28 @@ impl Database {
             let name = name.clone();
             Box::pin(async move {
                 let (before, parent_path) = match parent {
-                    None => (Forest::default(), String::new()),
+                    None => {
+                        let admin_of = channel_member::Entity::find()
+                            .filter(channel_member::Column::UserId.eq(user))
+                            .filter(channel_member::Column::Role.eq(Role::Admin as i16))
+                            .all(tx)
+                            .await?;
+                        let administered = channel::Entity::find()
+                            .filter(channel::Column::Id.is_in(admin_of.iter().map(|r| r.channel_id)))
+                            .filter(channel::Column::ParentPath.eq(""))
+                            .count(tx)
+                            .await?;
+                        if administered >= MAX_ROOTS_PER_ADMIN {
+                            return Err(Error::conflict(format!(
+                                "you administer {MAX_ROOTS_PER_ADMIN} root channels, the most one user may"
+                            )));
+                        }
+                        (Forest::default(), String::new())
+                    }
                     Some(parent) => {
                         let before = load_trees(tx, &[root_of(tx, parent).await?]).await?;
                         before.require(user, parent, Role::Admin, "creating a sub-channel")?;
+                        tree_full(before.channels.len())?;
                         let parent = before.channel(parent)?;
                         if visibility == ChannelVisibility::Public {
                             public_needs_public_parent(Some(parent))?;
@@ -196,6 +227,9 @@ impl Database {
                             ));
                         }
                         let target = before.channel(to)?;
+                        if target.root() != moved.root() {
+                            tree_full(before.channels.len())?;
+                        }
                         if moved.ancestors().last() == Some(&to) {
                             return Err(Error::invalid("the channel is already there"));
                         }
@@ -218,10 +252,38 @@ impl Database {
                     active.parent_path = Set(path);
                     active.update(tx).await?;
                 }
-                // A channel moved to the top is a root of its own now.
+                // A channel moved to the top is a root of its own now, and a root keeps
+                // an admin: the mover (who may have been admin through an ancestor).
                 let mut after_roots = roots.clone();
                 if to.is_none() {
                     after_roots.push(id);
+                    let own = before
+                        .members
+                        .iter()
+                        .find(|row| row.channel_id == id && row.user_id == user)
+                        .cloned();
+                    match own {
+                        Some(row) if row.accepted && row.role == Role::Admin as i16 => {}
+                        Some(row) => {
+                            let mut active: channel_member::ActiveModel = row.into();
+                            active.role = Set(Role::Admin as i16);
+                            active.accepted = Set(true);
+                            active.update(tx).await?;
+                        }
+                        None => {
+                            channel_member::ActiveModel {
+                                channel_id: Set(id),
+                                user_id: Set(user),
+                                role: Set(Role::Admin as i16),
+                                accepted: Set(true),
+                                inviter_id: Set(None),
+                                created_at: Set(Utc::now()),
+                                ..Default::default()
+                            }
+                            .insert(tx)
+                            .await?;
+                        }
+                    }
                 }
                 let after = load_trees(tx, &after_roots).await?;
                 Ok(Changed {
@@ -324,6 +386,11 @@ impl Database {
     /// each of `admins` as an accepted admin; returns whether it was created.
     pub async fn seed_channel(&self, name: &str, admins: &[UserId]) -> Result<bool> {
         let name = channel_name(name)?;
+        if admins.is_empty() {
+            return Err(Error::invalid(
+                "a seeded channel needs at least one seed admin",
+            ));
+        }
         let admins = admins.to_vec();
         self.transaction(move |tx| {
             let (name, admins) = (name.clone(), admins.clone());
@@ -331,6 +398,7 @@ impl Database {
                 let existing = channel::Entity::find()
                     .filter(channel::Column::ParentPath.eq(""))
                     .filter(channel::Column::Name.eq(name.as_str()))
+                    .order_by_asc(channel::Column::Id)
                     .one(tx)
                     .await?;
                 let (channel, created) = match existing {

@@ -193,6 +193,16 @@ async fn store_mentions(
 }
 
 impl Database {
+    /// The channel of `sender`'s message with this nonce, if there is one.
+    pub async fn nonce_channel(&self, sender: UserId, nonce: &str) -> Result<Option<ChannelId>> {
+        Ok(message::Entity::find()
+            .filter(message::Column::SenderId.eq(sender))
+            .filter(message::Column::Nonce.eq(nonce))
+            .one(&self.conn)
+            .await?
+            .map(|m| m.channel_id))
+    }
+
     pub async fn send_channel_message(
         &self,
         sender: UserId,
@@ -323,8 +333,12 @@ impl Database {
                 }
                 let is_new = row.deleted_at.is_none();
                 let row = if is_new {
+                    // Soft: the row keeps its place in the history and threads, but not
+                    // its words.
                     let mut active: message::ActiveModel = row.into();
                     active.deleted_at = Set(Some(Utc::now()));
+                    active.body = Set(String::new());
+                    active.anchor_snippet = Set(None);
                     active.update(tx).await?
                 } else {
                     row
@@ -451,6 +465,19 @@ impl Database {
 
     /// Per channel: the newest message id and `user`'s marker (0 when none).
     pub async fn chat_states(
+        &self,
+        user: UserId,
+        channels: &[ChannelId],
+    ) -> Result<Vec<(ChannelId, i32, i32)>> {
+        // In chunks: an IN list has a parameter limit.
+        let mut states = Vec::new();
+        for chunk in channels.chunks(500) {
+            states.extend(self.chat_states_of(user, chunk).await?);
+        }
+        Ok(states)
+    }
+
+    async fn chat_states_of(
         &self,
         user: UserId,
         channels: &[ChannelId],

@@ -416,7 +416,15 @@ impl Database {
                 {
                     // The last admin left: the longest-present participant takes over, so
                     // roles can still be managed.
-                    if let Some(heir) = state.answered().min_by_key(|p| p.id) {
+                    // In a channel's room, a channel guest never becomes its admin.
+                    let heir = state
+                        .answered()
+                        .filter(|p| {
+                            state.room.channel_id.is_none()
+                                || p.role != ParticipantRole::Guest as i16
+                        })
+                        .min_by_key(|p| p.id);
+                    if let Some(heir) = heir {
                         let mut active: participant::ActiveModel = heir.clone().into();
                         active.role = Set(ParticipantRole::Admin as i16);
                         active.update(tx).await?;
