@@ -1,8 +1,9 @@
 //! Compatibility with the real npm client: `tests/yjs-node/compat.mjs` drives stock
 //! `y-websocket` 3.1.0 (on `yjs` 13.6.33 and `ws` 8.23.0) against `GET /yjs/{name}`:
 //! concurrent edits converge, a late joiner has everything at its first sync, awareness
-//! comes and goes, a read-only connection changes nothing, and a document written before
-//! a restart is there at the first sync after it.
+//! comes and goes, a read-only connection changes nothing, a document written before
+//! a restart is there at the first sync after it, and channel notes are shared with
+//! native editors.
 //!
 //! Needs `npm ci` in `tests/yjs-node`. Without its `node_modules` these tests report
 //! themselves skipped, unless `COLLAB_REQUIRE_NODE=1` (CI), which makes that a failure.
@@ -277,7 +278,7 @@ async fn refused_connections_get_an_http_status(backend: Backend) {
     let scoped = ws_token(&server, "alice", "notes/compat/mine", Permission::Write).await;
 
     for (doc, token, status) in [
-        // Channel notes are not open yet.
+        // Channel notes are named by the channel's id.
         ("channel/general/notes", token.as_str(), "403"),
         // A document-scoped token opens that document only.
         ("notes/compat/theirs", scoped.as_str(), "403"),
@@ -290,3 +291,68 @@ async fn refused_connections_get_an_http_status(backend: Backend) {
     server.stop().await;
 }
 db_test!(refused_connections_get_an_http_status);
+
+/// Channel notes are one document for both kinds of editor: what the stock npm client
+/// writes on `channel/<id>/notes` reaches a native editor as `ChannelNotesUpdated`, and
+/// what the native editor writes with `UpdateChannelNotes` is in the stock client's
+/// first sync. Someone outside the channel is refused.
+async fn channel_notes_are_shared_with_the_stock_client(backend: Backend) {
+    let Some(dir) = node_dir() else { return };
+    let server = TestServer::start(backend).await;
+    let alice = server.client("alice").await;
+    let bob = server.client("bob").await;
+    let channel = common::notes::channel_with(
+        &alice,
+        "compat",
+        collab::rpc::proto::ChannelVisibility::Members,
+        &[(&bob, collab::rpc::proto::ChannelRole::Member)],
+    )
+    .await;
+    let name = common::notes::notes_name(channel);
+    let url = yjs_url(&server);
+    common::notes::join_notes(&bob, channel).await;
+
+    // The stock client writes; Bob's editor receives it.
+    let token = server.token("alice").await;
+    let run = compat(&dir, "write", &[url.as_str(), &name, &token, "from-npm"]).await;
+    run.event("acknowledged");
+    let notes = common::notes::NotesDoc::new();
+    while notes.text() != "from-npm" {
+        notes.apply(&common::notes::next_notes_update(&bob, channel).await);
+    }
+
+    // Bob writes over RPC (text and the map the script checks); a fresh stock client
+    // has it at its first sync.
+    let update = {
+        use yrs::{Map, ReadTxn, Transact};
+        let before = notes.state_vector();
+        let meta = notes.doc.get_or_insert_map("meta");
+        let mut txn = notes.doc.transact_mut();
+        let len = yrs::Text::len(&notes.text, &txn);
+        yrs::Text::insert(&notes.text, &mut txn, len, "+rpc");
+        meta.insert(&mut txn, "content", "from-npm+rpc");
+        drop(txn);
+        notes.doc.transact().encode_state_as_update_v1(&before)
+    };
+    common::notes::update_notes(&bob, channel, update).await;
+    let bob_token = server.token("bob").await;
+    let args = [
+        url.as_str(),
+        name.as_str(),
+        bob_token.as_str(),
+        "from-npm+rpc",
+    ];
+    let run = compat(&dir, "read-after-restart", &args).await;
+    assert_eq!(
+        run.event("first-sync")["text"],
+        "from-npm+rpc",
+        "{}",
+        run.stdout
+    );
+
+    let stranger = server.token("mallory").await;
+    let run = compat(&dir, "refused", &[url.as_str(), &name, &stranger, "403"]).await;
+    run.event("refused");
+    server.stop().await;
+}
+db_test!(channel_notes_are_shared_with_the_stock_client);
