@@ -194,7 +194,7 @@ async fn sigkill_loses_nothing_acknowledged(backend: Backend) {
         messages.len()
     );
 
-    let mut restarted = start(&store);
+    let restarted = start(&store);
     let url = format!("ws://{}/rpc", restarted.addr);
     let alice = Client::connect(&url, &alice_token).await.unwrap();
     let joined = alice
