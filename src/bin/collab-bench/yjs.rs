@@ -558,7 +558,7 @@ pub async fn run(args: YjsArgs) -> anyhow::Result<()> {
         "sent": sent,
         "deliveries": delivered,
         "expected_deliveries": expected,
-        "deliveries_per_s": per_second,
+        "deliveries_per_second": per_second,
         "latency": latency,
         "closed_by_server": closed,
         "bad_frames": bad_frames,
