@@ -449,7 +449,8 @@ scenario_notes_durable() {
   for database in "${databases[@]}"; do
     local name="notes-durable-$database" store=()
     if [ "$database" = postgres ]; then store=(--database-url "$COLLAB_BENCH_DATABASE_URL"); fi
-    if start_collab "$name-server" "${store[@]}"; then
+    # A short idle timeout, so the notes unload (and compact) between join phases.
+    if start_collab "$name-server" --doc-idle-timeout 1s "${store[@]}"; then
       run_bench "$name" size="$size" server=collab database="$database" \
         clients="$notes_editors" seconds="$seconds" -- \
         notes-durable --url "http://$server_addr" --server-pid "$server_pid" \

@@ -253,7 +253,7 @@ async fn join(args: &NotesArgs, tokens: &Tokens) -> anyhow::Result<serde_json::V
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut snapshot = Latencies::default();
-    for _ in 0..args.joins.min(10) {
+    for _ in 0..args.joins.min(5) {
         snapshot.extend(timed_joins(&admin, channel, 1, true).await?);
         let waited = Instant::now();
         while documents_loaded(&args.url).await? > 0 && waited.elapsed() < Duration::from_secs(60) {

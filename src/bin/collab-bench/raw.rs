@@ -25,8 +25,11 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 use crate::common::{Latencies, ProcSampler, now_micros, result};
 
-/// Frames queued per connection before it counts as too slow and is cut.
+/// Frames queued per connection; a connection whose queue is full is too slow and is
+/// cut (it stops receiving and its socket closes), as collab cuts slow consumers.
 const QUEUE: usize = 4096;
+/// How long a client waits for a connection or for its own frame to come back.
+const PATIENCE: Duration = Duration::from_secs(6);
 
 #[derive(clap::Args, Debug)]
 pub struct RawServerArgs {
@@ -42,8 +45,12 @@ pub async fn serve(args: RawServerArgs) -> anyhow::Result<()> {
     let peers: Peers = Arc::default();
     let next = AtomicU64::new(0);
     loop {
-        let (stream, _) = listener.accept().await?;
-        stream.set_nodelay(true)?;
+        // A failed accept (e.g. out of descriptors) ends that connection, not the relay.
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
         let id = next.fetch_add(1, Ordering::Relaxed);
         let peers = peers.clone();
         tokio::spawn(async move {
@@ -68,17 +75,13 @@ pub async fn serve(args: RawServerArgs) -> anyhow::Result<()> {
             });
             while let Some(Ok(message)) = stream.next().await {
                 if let Message::Binary(frame) = message {
-                    let receivers: Vec<_> = peers
+                    // Queued under the lock (no copy of the list per frame); a full
+                    // queue cuts that connection.
+                    peers
                         .lock()
-                        .iter()
-                        .map(|(_, queue)| queue.clone())
-                        .collect();
-                    for queue in receivers {
-                        let _ = queue.try_send(frame.clone());
-                    }
+                        .retain(|(_, queue)| queue.try_send(frame.clone()).is_ok());
                 }
             }
-            let _ = id;
             peers.lock().retain(|(peer, _)| *peer != id);
             writer.abort();
         });
@@ -118,8 +121,8 @@ pub async fn run(args: RawArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.clients >= 2, "raw needs at least 2 clients");
     let mut sockets = Vec::new();
     for _ in 0..args.clients {
-        let (socket, _) =
-            tokio_tungstenite::connect_async_with_config(&args.url, None, true).await?;
+        let connect = tokio_tungstenite::connect_async_with_config(&args.url, None, true);
+        let (socket, _) = tokio::time::timeout(PATIENCE, connect).await??;
         sockets.push(socket);
     }
     // Every client is connected (and so registered) before anyone sends.
@@ -170,7 +173,9 @@ pub async fn run(args: RawArgs) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(period);
             while Instant::now() < deadline {
                 if peak {
-                    let Ok(permit) = window.acquire().await else {
+                    // A frame that never comes back (the relay cut us) ends this sender.
+                    let Ok(Ok(permit)) = tokio::time::timeout(PATIENCE, window.acquire()).await
+                    else {
                         return;
                     };
                     permit.forget();
