@@ -201,7 +201,24 @@ async fn exchange(
             },
             next = outgoing.recv() => match next {
                 Some(Outgoing::Frame(frame)) => {
-                    send(socket, frame).await?;
+                    // What else is queued goes out in the same write: one syscall per
+                    // message caps a busy document's fan-out far below the network's.
+                    let mut frames = vec![frame];
+                    let mut closing = None;
+                    while frames.len() < MAX_BATCH {
+                        match outgoing.try_recv() {
+                            Ok(Outgoing::Frame(frame)) => frames.push(frame),
+                            Ok(Outgoing::Close(code, reason)) => {
+                                closing = Some((code, reason));
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    send_all(socket, frames).await?;
+                    if let Some((code, reason)) = closing {
+                        return Err(Ending(code, reason.into(), "document_closed"));
+                    }
                     last_sent = Instant::now();
                 }
                 Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
@@ -220,6 +237,24 @@ async fn exchange(
                 return Err(Ending(close::GOING_AWAY, "server shutting down".into(), "shutdown"));
             }
         }
+    }
+}
+
+/// Queued frames written at once, at most.
+const MAX_BATCH: usize = 64;
+
+/// Writes `frames` with one flush.
+async fn send_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), Ending> {
+    use futures::SinkExt;
+    let write = async {
+        for frame in frames {
+            socket.feed(WsMessage::Binary(frame)).await?;
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), write).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
     }
 }
 
