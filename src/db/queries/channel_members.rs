@@ -2,7 +2,6 @@
 //! answers, removal, roles, the member list, and whether two users share a channel tree
 //! (which lets them call each other).
 
-use chrono::Utc;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, ModelTrait,
     PaginatorTrait, QueryFilter,
@@ -13,7 +12,7 @@ use super::{
         ChannelId, Database, UserId,
         entities::{channel, channel_member, notification, user},
     },
-    channel_tree::{Forest, load_trees, role_of, roots_of_user},
+    channel_tree::{Forest, insert_member, load_trees, role_of, roots_of_user},
     channels::Changed,
     notifications::{INVITATION, insert_notification},
 };
@@ -91,17 +90,7 @@ impl Database {
                         "that user is already a member of, or invited to, this channel",
                     ));
                 }
-                channel_member::ActiveModel {
-                    channel_id: Set(id),
-                    user_id: Set(invitee),
-                    role: Set(role as i16),
-                    accepted: Set(false),
-                    inviter_id: Set(Some(inviter)),
-                    created_at: Set(Utc::now()),
-                    ..Default::default()
-                }
-                .insert(tx)
-                .await?;
+                insert_member(tx, id, invitee, role, false, Some(inviter)).await?;
                 let channel = before.channel(id)?;
                 let content = serde_json::json!({
                     "channel_id": id.0,
@@ -246,17 +235,7 @@ impl Database {
                             .one(tx)
                             .await?
                             .ok_or_else(|| Error::not_found(format!("no user {target}")))?;
-                        channel_member::ActiveModel {
-                            channel_id: Set(id),
-                            user_id: Set(target),
-                            role: Set(role as i16),
-                            accepted: Set(true),
-                            inviter_id: Set(Some(actor)),
-                            created_at: Set(Utc::now()),
-                            ..Default::default()
-                        }
-                        .insert(tx)
-                        .await?;
+                        insert_member(tx, id, target, role, true, Some(actor)).await?;
                     }
                     None => return Err(Error::not_found("that user has no membership here")),
                 }

@@ -10,7 +10,7 @@ use super::{
         ChannelId, Database, UserId,
         entities::{channel_member, room, room_participant as participant},
     },
-    channel_tree::{Forest, load_path, load_trees},
+    channel_tree::{Forest, insert_member, load_path, load_trees},
     channels::Changed,
     rooms::{RoomState, free_index, load, row_of},
 };
@@ -64,17 +64,7 @@ impl Database {
                             active.update(tx).await?;
                         }
                         None => {
-                            channel_member::ActiveModel {
-                                channel_id: Set(channel),
-                                user_id: Set(user),
-                                role: Set(Role::Guest as i16),
-                                accepted: Set(true),
-                                inviter_id: Set(None),
-                                created_at: Set(Utc::now()),
-                                ..Default::default()
-                            }
-                            .insert(tx)
-                            .await?;
+                            insert_member(tx, channel, user, Role::Guest, true, None).await?;
                         }
                     }
                     after = load_trees(tx, &[root]).await?;

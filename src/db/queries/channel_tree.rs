@@ -10,7 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait,
+    QueryFilter,
+};
 
 use super::super::{
     ChannelId, UserId,
@@ -298,4 +302,49 @@ pub(super) async fn roots_of_user(
         .await?;
     let roots: BTreeSet<ChannelId> = channels.iter().map(|c| c.root()).collect();
     Ok(roots.into_iter().collect())
+}
+
+/// Inserts `user`'s membership of `channel`.
+pub(super) async fn insert_member(
+    tx: &impl ConnectionTrait,
+    channel: ChannelId,
+    user: UserId,
+    role: Role,
+    accepted: bool,
+    inviter: Option<UserId>,
+) -> Result<channel_member::Model> {
+    Ok(channel_member::ActiveModel {
+        channel_id: Set(channel),
+        user_id: Set(user),
+        role: Set(role as i16),
+        accepted: Set(accepted),
+        inviter_id: Set(inviter),
+        created_at: Set(Utc::now()),
+        ..Default::default()
+    }
+    .insert(tx)
+    .await?)
+}
+
+/// Makes `user` an accepted admin of `channel`: `row` (their membership there, if any)
+/// is raised, or a membership is inserted.
+pub(super) async fn ensure_admin(
+    tx: &impl ConnectionTrait,
+    channel: ChannelId,
+    user: UserId,
+    row: Option<channel_member::Model>,
+) -> Result<()> {
+    match row {
+        Some(row) if row.accepted && role_of(row.role) == Role::Admin => {}
+        Some(row) => {
+            let mut active: channel_member::ActiveModel = row.into();
+            active.role = Set(Role::Admin as i16);
+            active.accepted = Set(true);
+            active.update(tx).await?;
+        }
+        None => {
+            insert_member(tx, channel, user, Role::Admin, true, None).await?;
+        }
+    }
+    Ok(())
 }

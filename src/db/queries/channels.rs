@@ -13,7 +13,7 @@ use super::{
         ChannelId, Database, UserId,
         entities::{channel, channel_member, document, room},
     },
-    channel_tree::{Forest, load_path, load_trees, roots_of_user},
+    channel_tree::{Forest, ensure_admin, insert_member, load_path, load_trees, roots_of_user},
 };
 use crate::{
     error::{Error, Result},
@@ -147,17 +147,7 @@ impl Database {
                 .insert(tx)
                 .await?;
                 if parent.is_none() {
-                    channel_member::ActiveModel {
-                        channel_id: Set(created.id),
-                        user_id: Set(user),
-                        role: Set(Role::Admin as i16),
-                        accepted: Set(true),
-                        inviter_id: Set(None),
-                        created_at: Set(Utc::now()),
-                        ..Default::default()
-                    }
-                    .insert(tx)
-                    .await?;
+                    insert_member(tx, created.id, user, Role::Admin, true, None).await?;
                 }
                 let after = load_trees(tx, &[created.root()]).await?;
                 Ok(Changed {
@@ -262,28 +252,7 @@ impl Database {
                         .iter()
                         .find(|row| row.channel_id == id && row.user_id == user)
                         .cloned();
-                    match own {
-                        Some(row) if row.accepted && row.role == Role::Admin as i16 => {}
-                        Some(row) => {
-                            let mut active: channel_member::ActiveModel = row.into();
-                            active.role = Set(Role::Admin as i16);
-                            active.accepted = Set(true);
-                            active.update(tx).await?;
-                        }
-                        None => {
-                            channel_member::ActiveModel {
-                                channel_id: Set(id),
-                                user_id: Set(user),
-                                role: Set(Role::Admin as i16),
-                                accepted: Set(true),
-                                inviter_id: Set(None),
-                                created_at: Set(Utc::now()),
-                                ..Default::default()
-                            }
-                            .insert(tx)
-                            .await?;
-                        }
-                    }
+                    ensure_admin(tx, id, user, own).await?;
                 }
                 let after = load_trees(tx, &after_roots).await?;
                 Ok(Changed {
@@ -422,28 +391,7 @@ impl Database {
                         .filter(channel_member::Column::UserId.eq(admin))
                         .one(tx)
                         .await?;
-                    match row {
-                        Some(row) if row.accepted && row.role == Role::Admin as i16 => {}
-                        Some(row) => {
-                            let mut active: channel_member::ActiveModel = row.into();
-                            active.role = Set(Role::Admin as i16);
-                            active.accepted = Set(true);
-                            active.update(tx).await?;
-                        }
-                        None => {
-                            channel_member::ActiveModel {
-                                channel_id: Set(channel.id),
-                                user_id: Set(admin),
-                                role: Set(Role::Admin as i16),
-                                accepted: Set(true),
-                                inviter_id: Set(None),
-                                created_at: Set(Utc::now()),
-                                ..Default::default()
-                            }
-                            .insert(tx)
-                            .await?;
-                        }
-                    }
+                    ensure_admin(tx, channel.id, admin, row).await?;
                 }
                 Ok(created)
             })
