@@ -12,16 +12,17 @@ mod common;
 use collab::{
     client::Client,
     db::entities::channel_message,
-    rpc::{
-        RequestMessage,
-        proto::{
-            self, ChannelRole, ChannelVisibility,
-            ErrorCode::{self, Conflict, Forbidden, RateLimited},
-        },
+    rpc::proto::{
+        self, ChannelRole, ChannelVisibility,
+        ErrorCode::{Conflict, Forbidden, RateLimited},
     },
 };
 use common::{
-    Backend, TestServer, WAIT,
+    Backend, TestServer,
+    channels::{
+        answer, find, ids, join, members, next_update, refused, removal, role_of, subscribe,
+        view_of,
+    },
     notes::{
         NotesDoc, add_member, channel_with, collaborators_until, join_notes, message_update_until,
         next_notes_update, next_sent, nonce, notes_name, post, stored_message, update_notes,
@@ -47,14 +48,6 @@ const BANNED: i32 = ChannelRole::Banned as i32;
 /// The close code of a socket closed by policy (here: its access changed).
 const POLICY: u16 = 1008;
 
-/// `request` from `client` is refused with `code`.
-async fn refused<T: RequestMessage>(client: &Client, request: T, code: ErrorCode, what: &str) {
-    match client.request(request).await {
-        Ok(response) => panic!("{what}: expected {}, got {response:?}", code.as_str_name()),
-        Err(error) => assert_eq!(error.code, code, "{what}: {error}"),
-    }
-}
-
 async fn create(client: &Client, name: &str, parent_id: u64, visibility: i32) -> proto::Channel {
     client
         .request(proto::CreateChannel {
@@ -68,50 +61,6 @@ async fn create(client: &Client, name: &str, parent_id: u64, visibility: i32) ->
         .expect("CreateChannelResponse carries the channel")
 }
 
-async fn subscribe(client: &Client) -> proto::UpdateChannels {
-    client
-        .request(proto::SubscribeToChannels {})
-        .await
-        .expect("subscribed to channels")
-        .state
-        .expect("SubscribeToChannelsResponse carries the state")
-}
-
-/// `login`'s whole view, from a connection of its own.
-async fn view_of(server: &TestServer, login: &str) -> proto::UpdateChannels {
-    let client = server.client(login).await;
-    subscribe(&client).await
-}
-
-/// The next UpdateChannels delta this connection receives.
-async fn next_update(client: &Client) -> proto::UpdateChannels {
-    client
-        .recv_timeout::<proto::UpdateChannels>(WAIT)
-        .await
-        .expect("an UpdateChannels")
-        .payload
-}
-
-fn ids(channels: &[proto::Channel]) -> Vec<u64> {
-    sorted(channels.iter().map(|channel| channel.id).collect())
-}
-
-fn find(channels: &[proto::Channel], id: u64) -> &proto::Channel {
-    channels
-        .iter()
-        .find(|channel| channel.id == id)
-        .unwrap_or_else(|| panic!("channel {id} is not in {channels:?}"))
-}
-
-/// The receiver's role in `channel_id` as `update` states it.
-fn role_of(update: &proto::UpdateChannels, channel_id: u64) -> Option<i32> {
-    update
-        .roles
-        .iter()
-        .find(|membership| membership.channel_id == channel_id)
-        .map(|membership| membership.role)
-}
-
 async fn invite(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
     admin
         .request(proto::InviteChannelMember {
@@ -123,10 +72,6 @@ async fn invite(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
         .unwrap_or_else(|error| panic!("inviting user {user_id} to {channel_id}: {error}"));
 }
 
-fn answer(channel_id: u64, accept: bool) -> proto::RespondToChannelInvite {
-    proto::RespondToChannelInvite { channel_id, accept }
-}
-
 async fn set_role(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
     admin
         .request(proto::SetChannelMemberRole {
@@ -136,25 +81,6 @@ async fn set_role(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
         })
         .await
         .unwrap_or_else(|error| panic!("setting user {user_id}'s role in {channel_id}: {error}"));
-}
-
-fn removal(channel_id: u64, user_id: u64) -> proto::RemoveChannelMember {
-    proto::RemoveChannelMember {
-        channel_id,
-        user_id,
-    }
-}
-
-fn join(channel_id: u64) -> proto::JoinChannel {
-    proto::JoinChannel { channel_id }
-}
-
-async fn members(client: &Client, channel_id: u64) -> Vec<proto::ChannelMember> {
-    client
-        .request(proto::GetChannelMembers { channel_id })
-        .await
-        .expect("the channel's members")
-        .members
 }
 
 /// The (role, accepted) of each row `user_id` holds in a members listing, sorted.

@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use collab::{
     client::Client,
-    rpc::{
-        RequestMessage,
-        proto::{
-            self,
-            ErrorCode::{self, Conflict, Forbidden, InvalidRequest, NotFound},
-        },
+    rpc::proto::{
+        self,
+        ErrorCode::{Conflict, Forbidden, InvalidRequest, NotFound},
     },
     seed::{SeedFile, SeedUser, seed},
 };
 use common::{
     Backend, TestServer, WAIT,
+    channels::{
+        answer, find, ids, join, members, next_update, refused, removal, role_of, subscribe,
+        view_of,
+    },
     rooms::{incoming_call, participant, room_until, sorted},
     within,
 };
@@ -44,14 +45,6 @@ const GUEST: i32 = proto::ChannelRole::Guest as i32;
 const BANNED: i32 = proto::ChannelRole::Banned as i32;
 /// An id no channel and no user has.
 const UNKNOWN: u64 = 999_999_999;
-
-/// `request` from `client` is refused with `code`.
-async fn refused<T: RequestMessage>(client: &Client, request: T, code: ErrorCode, what: &str) {
-    match client.request(request).await {
-        Ok(response) => panic!("{what}: expected {}, got {response:?}", code.as_str_name()),
-        Err(error) => assert_eq!(error.code, code, "{what}: {error}"),
-    }
-}
 
 fn new_channel(name: &str, parent_id: u64, visibility: i32) -> proto::CreateChannel {
     proto::CreateChannel {
@@ -87,22 +80,11 @@ fn invitation(channel_id: u64, user_id: u64, role: i32) -> proto::InviteChannelM
     }
 }
 
-fn answer(channel_id: u64, accept: bool) -> proto::RespondToChannelInvite {
-    proto::RespondToChannelInvite { channel_id, accept }
-}
-
 fn role_change(channel_id: u64, user_id: u64, role: i32) -> proto::SetChannelMemberRole {
     proto::SetChannelMemberRole {
         channel_id,
         user_id,
         role,
-    }
-}
-
-fn removal(channel_id: u64, user_id: u64) -> proto::RemoveChannelMember {
-    proto::RemoveChannelMember {
-        channel_id,
-        user_id,
     }
 }
 
@@ -124,10 +106,6 @@ fn history(channel_id: u64) -> proto::GetChannelMessages {
     }
 }
 
-fn join(channel_id: u64) -> proto::JoinChannel {
-    proto::JoinChannel { channel_id }
-}
-
 fn join_notes(channel_id: u64) -> proto::JoinChannelNotes {
     proto::JoinChannelNotes { channel_id }
 }
@@ -139,41 +117,6 @@ async fn create(client: &Client, name: &str, parent_id: u64, visibility: i32) ->
         .unwrap_or_else(|error| panic!("creating channel {name:?}: {error}"))
         .channel
         .expect("CreateChannelResponse carries the channel")
-}
-
-async fn subscribe(client: &Client) -> proto::UpdateChannels {
-    client
-        .request(proto::SubscribeToChannels {})
-        .await
-        .expect("subscribed to channels")
-        .state
-        .expect("SubscribeToChannelsResponse carries the state")
-}
-
-/// `login`'s whole view, from a connection of its own.
-async fn view_of(server: &TestServer, login: &str) -> proto::UpdateChannels {
-    let client = server.client(login).await;
-    subscribe(&client).await
-}
-
-fn ids(channels: &[proto::Channel]) -> Vec<u64> {
-    sorted(channels.iter().map(|channel| channel.id).collect())
-}
-
-fn find(channels: &[proto::Channel], id: u64) -> &proto::Channel {
-    channels
-        .iter()
-        .find(|channel| channel.id == id)
-        .unwrap_or_else(|| panic!("channel {id} is not in {channels:?}"))
-}
-
-/// The receiver's role in `channel_id` as `update` states it.
-fn role_of(update: &proto::UpdateChannels, channel_id: u64) -> Option<i32> {
-    update
-        .roles
-        .iter()
-        .find(|membership| membership.channel_id == channel_id)
-        .map(|membership| membership.role)
 }
 
 async fn invite(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
@@ -209,25 +152,8 @@ async fn set_role(admin: &Client, channel_id: u64, user_id: u64, role: i32) {
         .unwrap_or_else(|error| panic!("setting user {user_id}'s role in {channel_id}: {error}"));
 }
 
-async fn members(client: &Client, channel_id: u64) -> Vec<proto::ChannelMember> {
-    client
-        .request(proto::GetChannelMembers { channel_id })
-        .await
-        .expect("the channel's members")
-        .members
-}
-
 fn member(members: &[proto::ChannelMember], user_id: u64) -> Option<&proto::ChannelMember> {
     members.iter().find(|member| member.user_id == user_id)
-}
-
-/// The next UpdateChannels delta this connection receives.
-async fn next_update(client: &Client) -> proto::UpdateChannels {
-    client
-        .recv_timeout::<proto::UpdateChannels>(WAIT)
-        .await
-        .expect("an UpdateChannels")
-        .payload
 }
 
 /// Takes UpdateChannels deltas until one removes channels.

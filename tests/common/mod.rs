@@ -6,6 +6,7 @@
 //! and `postgres`; the second reports itself skipped when no PostgreSQL URL is set.
 #![allow(dead_code)]
 
+pub mod channels;
 pub mod notes;
 pub mod projects;
 pub mod raw;
