@@ -306,6 +306,8 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "document_updates_per_second": state.documents.rates().updates_per_second,
         "document_update_bytes_per_second": state.documents.rates().bytes_per_second,
         "document_save_latency_ms_avg": save_latency_ms,
+        // Tasks per connection is a memory figure: each task holds its future.
+        "runtime_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
     }))
 }
 

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use crate::rpc::{
-    ConnectionId, EnvelopedMessage, Peer, RequestMessage, RpcError, proto::ErrorCode,
+    ConnectionId, EnvelopedMessage, Peer, RequestMessage, RpcError, SharedEnvelope,
+    proto::ErrorCode,
 };
 
 #[derive(Clone)]
@@ -75,15 +76,40 @@ impl Cluster {
         self.route(to)?.forward_request(sender, to, request).await
     }
 
-    /// Sends `message` to each connection. A failure for one receiver (gone, too slow)
-    /// is logged and does not stop the others.
+    /// Encodes `message` once for several receivers, as relayed from `sender` if any.
+    pub fn share<M: EnvelopedMessage>(
+        &self,
+        message: M,
+        sender: Option<ConnectionId>,
+    ) -> Result<SharedEnvelope, RpcError> {
+        self.peer.share(message, sender)
+    }
+
+    /// Sends an envelope made by `share`.
+    pub fn send_shared(&self, to: ConnectionId, envelope: &SharedEnvelope) -> Result<(), RpcError> {
+        self.route(to)?.send_shared(to, envelope)
+    }
+
+    /// Sends `message` to each connection, encoded once. A failure for one receiver
+    /// (gone, too slow) is logged and does not stop the others.
     pub fn broadcast<M: EnvelopedMessage>(
         &self,
         to: impl IntoIterator<Item = ConnectionId>,
         message: &M,
     ) {
+        let mut to = to.into_iter().peekable();
+        if to.peek().is_none() {
+            return;
+        }
+        let shared = match self.share(message.clone(), None) {
+            Ok(shared) => shared,
+            Err(error) => {
+                tracing::warn!(%error, message = M::NAME, "broadcast not sent");
+                return;
+            }
+        };
         for receiver in to {
-            if let Err(error) = self.send(receiver, message.clone()) {
+            if let Err(error) = self.send_shared(receiver, &shared) {
                 tracing::debug!(%receiver, %error, message = M::NAME, "broadcast skipped a receiver");
             }
         }

@@ -28,8 +28,10 @@ use crate::{
 
 pub const PROTOCOL_VERSION_HEADER: &str = "x-collab-protocol-version";
 /// Read buffer per socket: small, because tungstenite fills it in full before the first
-/// read and idle connections dominate memory (see the build notes).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// read and idle connections dominate memory (see the build notes). A frame larger than
+/// this is still read in one piece: tungstenite reserves its full length once the header
+/// is known; small frames take one read per kilobyte.
+const READ_BUFFER_BYTES: usize = 1024;
 /// Write buffer per socket: batches are fed into it and flushed once.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
@@ -118,6 +120,9 @@ async fn run_connection(
 ) {
     let Authenticated { principal, jti } = authenticated;
     let (connection_id, io, incoming) = state.peer.add_connection(Connection::from_axum(socket));
+    // Boxed now: held inline across the awaits below, the `io` future's size would stay
+    // reserved in this (connection-long) future after it is spawned.
+    let io = Box::pin(io);
     let user_id = principal.user_id();
     tracing::info!(connection = %connection_id, user = %user_id, login = %principal.user().login, "connected");
 

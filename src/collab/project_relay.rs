@@ -254,18 +254,23 @@ impl ProjectRelay {
         let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
         allow(share.member(project, from)?)?;
         let mut sent = 0;
+        if share.members.iter().all(|m| m.connection == from) {
+            return Ok(sent);
+        }
+        // Encoded once for every receiver (see `SharedEnvelope`).
+        let shared = cluster.share(message.clone(), Some(from))?;
         for member in share.members.iter().filter(|m| m.connection != from) {
             if let Some(catch_up) = &member.catch_up {
-                let (to, message) = (member.connection, message.clone());
+                let (to, shared) = (member.connection, shared.clone());
                 catch_up.defer(Box::new(move |cluster: &Cluster| {
-                    if let Err(error) = cluster.forward_send(from, to, message) {
+                    if let Err(error) = cluster.send_shared(to, &shared) {
                         tracing::debug!(receiver = %to, %error, "deferred relay skipped a receiver");
                     }
                 }));
                 sent += 1;
                 continue;
             }
-            match cluster.forward_send(from, member.connection, message.clone()) {
+            match cluster.send_shared(member.connection, &shared) {
                 Ok(()) => sent += 1,
                 Err(error) => {
                     tracing::debug!(receiver = %member.connection, %error, message = M::NAME, "relay skipped a receiver")

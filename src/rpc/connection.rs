@@ -176,6 +176,12 @@ impl Codec {
     ) -> Result<Bytes, RpcError> {
         scratch.clear();
         envelope.encode(scratch).map_err(|_| RpcError::internal())?;
+        self.frame(scratch)
+    }
+
+    /// One frame's bytes from an encoded envelope: compressed when large, checked
+    /// against the cap.
+    pub fn frame(&self, scratch: &[u8]) -> Result<Bytes, RpcError> {
         let bytes = if scratch.len() >= self.compression_threshold {
             match zstd::bulk::compress(scratch, self.compression_level) {
                 Ok(compressed) if compressed.len() < scratch.len() => Bytes::from(compressed),

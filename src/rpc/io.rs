@@ -17,7 +17,7 @@ use super::{
     connection::{Frame, FrameSink, FrameStream, ReadError},
     envelope::ConnectionId,
     error::RpcError,
-    peer::{ConnectionState, Disconnect, Incoming, Outgoing, Peer, close_code},
+    peer::{ConnectionState, Disconnect, Incoming, Outgoing, Peer, SharedEnvelope, close_code},
     proto,
 };
 
@@ -202,35 +202,59 @@ impl Peer {
                 };
             };
             // Feed a batch into the socket's write buffer, then flush once: one syscall
-            // per batch instead of one per message.
+            // per batch instead of one per message. One deadline covers each write, so
+            // the clock is read once per batch, not once per envelope.
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut close = None;
             for _ in 0..MAX_BATCH {
-                match item {
+                let (frame, sent) = match item {
                     Outgoing::Envelope { envelope, bytes } => {
                         state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         let name = proto::payload_name(envelope.payload.as_ref());
                         match self.config.codec.encode(&envelope, &mut scratch) {
-                            Ok(frame) => {
-                                if !matches!(
-                                    tokio::time::timeout(timeout, sink.feed(Frame::Binary(frame)))
-                                        .await,
-                                    Ok(Ok(()))
-                                ) {
-                                    return Disconnect {
-                                        kind: "write_failed",
-                                        detail: "socket write".into(),
-                                    };
-                                }
-                                self.metrics.messages_out.with_label_values(&[name]).inc();
-                            }
+                            Ok(frame) => (
+                                frame,
+                                Sent::Counter(self.metrics.messages_out.with_label_values(&[name])),
+                            ),
                             Err(error) => {
-                                tracing::error!(%error, name, "dropping an envelope that cannot be encoded")
+                                tracing::error!(%error, name, "dropping an envelope that cannot be encoded");
+                                (Bytes::new(), Sent::Nothing)
+                            }
+                        }
+                    }
+                    Outgoing::Shared { id, envelope } => {
+                        state
+                            .queued_bytes
+                            .fetch_sub(envelope.queued_bytes(), Ordering::Relaxed);
+                        scratch.clear();
+                        envelope.encode_with_id(id, &mut scratch);
+                        match self.config.codec.frame(&scratch) {
+                            Ok(frame) => (frame, Sent::Shared(envelope)),
+                            Err(error) => {
+                                tracing::error!(%error, "dropping a shared envelope that cannot be framed");
+                                (Bytes::new(), Sent::Nothing)
                             }
                         }
                     }
                     Outgoing::Close { code, reason } => {
                         close = Some((code, reason));
                         break;
+                    }
+                };
+                if !matches!(sent, Sent::Nothing) {
+                    if !matches!(
+                        tokio::time::timeout_at(deadline, sink.feed(Frame::Binary(frame))).await,
+                        Ok(Ok(()))
+                    ) {
+                        return Disconnect {
+                            kind: "write_failed",
+                            detail: "socket write".into(),
+                        };
+                    }
+                    match sent {
+                        Sent::Counter(counter) => counter.inc(),
+                        Sent::Shared(envelope) => envelope.count_sent(),
+                        Sent::Nothing => {}
                     }
                 }
                 match outgoing.try_recv() {
@@ -300,6 +324,14 @@ impl Peer {
             state.killed.cancel();
         }
     }
+}
+
+/// Which counter a written envelope adds to; `Nothing` when it could not be encoded
+/// and is skipped.
+enum Sent {
+    Counter(prometheus::IntCounter),
+    Shared(SharedEnvelope),
+    Nothing,
 }
 
 /// A close frame's payload is at most 125 bytes: a 2-byte code and a reason of at most

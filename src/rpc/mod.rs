@@ -23,6 +23,6 @@ pub mod server;
 pub use connection::{Codec, Connection};
 pub use envelope::{ConnectionId, Receipt, TypedEnvelope};
 pub use error::RpcError;
-pub use peer::{Peer, PeerConfig};
+pub use peer::{Peer, PeerConfig, SharedEnvelope};
 pub use proto::{EnvelopedMessage, RequestMessage};
 pub use server::{Response, Server};

@@ -92,10 +92,46 @@ pub(super) enum Outgoing {
         envelope: Box<proto::Envelope>,
         bytes: usize,
     },
+    /// An envelope encoded once for many connections; the writer adds this one's id.
+    Shared {
+        id: u32,
+        envelope: SharedEnvelope,
+    },
     Close {
         code: u16,
         reason: String,
     },
+}
+
+/// An envelope encoded once for many receivers (a relay, a broadcast). Only the id
+/// differs between connections, and protobuf fields may come in any order, so each
+/// writer puts its own `id` field in front of these bytes: a copy of the frame per
+/// receiver instead of a clone, an allocation and an encode of the message each.
+#[derive(Clone)]
+pub struct SharedEnvelope(Arc<SharedInner>);
+
+struct SharedInner {
+    /// The envelope without its id (field 1 left at zero, so not encoded).
+    body: bytes::Bytes,
+    /// `collab_rpc_messages_out_total` for this message type, resolved once.
+    sent: prometheus::IntCounter,
+}
+
+impl SharedEnvelope {
+    /// The encoded length a connection queues for it (the id adds at most 6 bytes).
+    pub(super) fn queued_bytes(&self) -> usize {
+        self.0.body.len() + 6
+    }
+
+    /// Appends this envelope, numbered `id`, to `scratch` as protobuf bytes.
+    pub(super) fn encode_with_id(&self, id: u32, scratch: &mut Vec<u8>) {
+        prost::encoding::uint32::encode(1, &id, scratch);
+        scratch.extend_from_slice(&self.0.body);
+    }
+
+    pub(super) fn count_sent(&self) {
+        self.0.sent.inc();
+    }
 }
 
 pub(super) struct ConnectionState {
@@ -350,6 +386,21 @@ impl Peer {
         if bytes > max_frame {
             return Err(super::connection::too_large(bytes, max_frame));
         }
+        let item = Outgoing::Envelope {
+            envelope: Box::new(envelope),
+            bytes,
+        };
+        self.enqueue_item(id, state, item, bytes)
+    }
+
+    /// Queues `item` (`bytes` long once encoded), cutting a consumer that cannot keep up.
+    fn enqueue_item(
+        &self,
+        id: ConnectionId,
+        state: &ConnectionState,
+        item: Outgoing,
+        bytes: usize,
+    ) -> Result<(), RpcError> {
         let queued = state.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if queued > self.config.outgoing_queue_bytes {
             state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -365,10 +416,7 @@ impl Peer {
             self.kill(state, "slow_consumer", detail);
             return Err(RpcError::disconnected());
         }
-        match state.outgoing.try_send(Outgoing::Envelope {
-            envelope: Box::new(envelope),
-            bytes,
-        }) {
+        match state.outgoing.try_send(item) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
@@ -408,6 +456,44 @@ impl Peer {
         let state = self.connection(to)?;
         let envelope = Self::one_way(Self::envelope(&state, message.into_payload(), None, None));
         self.enqueue(to, &state, envelope)
+    }
+
+    /// Encodes `message` once for several receivers (see `send_shared`), marked as
+    /// relayed from `sender` when there is one.
+    pub fn share<T: EnvelopedMessage>(
+        &self,
+        message: T,
+        sender: Option<ConnectionId>,
+    ) -> Result<SharedEnvelope, RpcError> {
+        let envelope = Self::one_way(proto::Envelope {
+            id: 0,
+            responding_to: None,
+            original_sender_id: sender.map(Into::into),
+            payload: Some(message.into_payload()),
+            one_way: false,
+        });
+        let shared = SharedEnvelope(Arc::new(SharedInner {
+            body: envelope.encode_to_vec().into(),
+            sent: self.metrics.messages_out.with_label_values(&[T::NAME]),
+        }));
+        let max_frame = self.config.codec.max_frame_bytes;
+        if shared.queued_bytes() > max_frame {
+            return Err(super::connection::too_large(
+                shared.queued_bytes(),
+                max_frame,
+            ));
+        }
+        Ok(shared)
+    }
+
+    /// Sends an envelope encoded by `share`; like `send`, it never waits.
+    pub fn send_shared(&self, to: ConnectionId, envelope: &SharedEnvelope) -> Result<(), RpcError> {
+        let state = self.connection(to)?;
+        let item = Outgoing::Shared {
+            id: state.next_message_id(),
+            envelope: envelope.clone(),
+        };
+        self.enqueue_item(to, &state, item, envelope.queued_bytes())
     }
 
     /// A request type sent without waiting for an answer is marked, so the receiver

@@ -80,6 +80,13 @@ pub struct YjsArgs {
     pub hocuspocus: bool,
     #[arg(long, default_value = "bench-")]
     pub doc_prefix: String,
+    /// Apply every received update to the client's yrs document, as an editor would.
+    /// Off by default: then receivers read the send times straight from the update bytes
+    /// (senders still edit a real yrs document), so the load generator's own CPU is not
+    /// what limits the run: applying every update to 100 documents saturates it near
+    /// 50–60 k deliveries/s whichever server it drives.
+    #[arg(long)]
+    pub apply_updates: bool,
 }
 
 /// Counters the client tasks update (they survive a task being aborted).
@@ -102,6 +109,17 @@ struct Client {
     token: String,
     doc_index: usize,
     bad_frames: u64,
+    apply_updates: bool,
+    /// Where send times read from raw updates go (light receivers, once running).
+    stamps: Option<StampSink>,
+}
+
+/// Light receivers' latency samples: the shared list and the run's start, as the
+/// observer of applied updates has them.
+struct StampSink {
+    samples: Arc<Mutex<Vec<u64>>>,
+    shared: Arc<Shared>,
+    go_micros: u64,
 }
 
 /// What a received frame asks for.
@@ -111,6 +129,25 @@ struct Outcome {
     step2: bool,
     denied: Option<String>,
     closed: bool,
+    /// Send times found in updates that were not applied (light receivers).
+    stamps: Vec<u64>,
+}
+
+/// The send times in an update's raw bytes: `edit_frame` inserts `<micros>|`, and a v1
+/// update carries inserted strings verbatim, so each `|` after 16 ASCII digits ends one.
+fn raw_stamps(update: &[u8], found: &mut Vec<u64>) {
+    const DIGITS: usize = 16;
+    for (at, _) in update.iter().enumerate().filter(|(_, b)| **b == b'|') {
+        let Some(digits) = at.checked_sub(DIGITS).map(|start| &update[start..at]) else {
+            continue;
+        };
+        if digits.iter().all(u8::is_ascii_digit) {
+            let text = std::str::from_utf8(digits).unwrap_or_default();
+            if let Ok(stamp) = text.parse() {
+                found.push(stamp);
+            }
+        }
+    }
 }
 
 fn var_uint(out: &mut Vec<u8>, mut value: u64) {
@@ -191,6 +228,8 @@ impl Client {
             token,
             doc_index,
             bad_frames: 0,
+            apply_updates: args.apply_updates,
+            stamps: None,
         };
         if client.address.is_some() {
             let auth = client.auth_frame();
@@ -256,6 +295,11 @@ impl Client {
             return Ok(());
         }
         anyhow::ensure!(kind <= 2, "unknown sync message type {kind}");
+        if !self.apply_updates {
+            raw_stamps(payload, &mut outcome.stamps);
+            outcome.step2 |= kind == 1;
+            return Ok(());
+        }
         let update = Update::decode_v1(payload).map_err(|e| anyhow!("bad update: {e}"))?;
         let mut txn = self.doc.transact_mut();
         txn.apply_update(update)
@@ -328,6 +372,16 @@ impl Client {
             self.bad_frames += 1;
             return Ok(false);
         };
+        if let Some(sink) = self.stamps.as_ref().filter(|_| !outcome.stamps.is_empty()) {
+            let now = now_micros();
+            let mut found = 0;
+            let mut samples = sink.samples.lock();
+            for stamp in outcome.stamps.iter().filter(|s| **s >= sink.go_micros) {
+                samples.push(now.saturating_sub(*stamp));
+                found += 1;
+            }
+            sink.shared.delivered.fetch_add(found, Relaxed);
+        }
         for reply in outcome.replies {
             self.send(reply).await?;
         }
@@ -382,6 +436,11 @@ async fn drive(
     stop: CancellationToken,
 ) {
     let (observed, go_micros) = (shared.clone(), plan.go_micros);
+    client.stamps = Some(StampSink {
+        samples: samples.clone(),
+        shared: shared.clone(),
+        go_micros,
+    });
     client.text.observe(LOCAL, move |txn, event| {
         if txn.origin().is_some() {
             return; // a local edit
@@ -548,6 +607,7 @@ pub async fn run(args: YjsArgs) -> anyhow::Result<()> {
     result(json!({
         "scenario": "yjs",
         "dialect": dialect,
+        "receivers": if args.apply_updates { "apply" } else { "raw" },
         "clients": args.clients,
         "connected": count,
         "connect_errors": connect_errors,
