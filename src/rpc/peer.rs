@@ -684,3 +684,63 @@ impl Peer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(bytes: usize) -> proto::UpdateBuffer {
+        proto::UpdateBuffer {
+            project_id: 3,
+            buffer_id: 4,
+            operations: vec![proto::BufferOperation {
+                kind: 0,
+                data: vec![7; bytes].into(),
+            }],
+        }
+    }
+
+    /// A shared envelope, numbered by each connection, decodes to exactly what a
+    /// per-receiver encode would have sent: small (plain) and large (compressed).
+    #[test]
+    fn shared_envelopes_decode_like_per_receiver_ones() {
+        let peer = Peer::new(1, PeerConfig::default(), RpcMetrics::new(None));
+        let sender = ConnectionId {
+            server_id: 1,
+            id: 9,
+        };
+        let codec = &peer.config.codec;
+        for bytes in [10, 100_000] {
+            let shared = peer.share(update(bytes), Some(sender)).unwrap();
+            for id in [1, 300, u32::MAX] {
+                let mut scratch = Vec::new();
+                shared.encode_with_id(id, &mut scratch);
+                let frame = codec.frame(&scratch).unwrap();
+                assert_eq!(
+                    frame.starts_with(&super::super::connection::ZSTD_MAGIC),
+                    bytes > 1024
+                );
+                let expected = Peer::one_way(proto::Envelope {
+                    id,
+                    responding_to: None,
+                    original_sender_id: Some(sender.into()),
+                    payload: Some(update(bytes).into_payload()),
+                    one_way: false,
+                });
+                assert!(expected.one_way, "a relayed request is marked one way");
+                assert_eq!(codec.decode(&frame).unwrap(), expected);
+            }
+        }
+    }
+
+    /// Sharing checks the frame cap once, before any receiver is queued.
+    #[test]
+    fn shared_envelopes_over_the_cap_are_refused() {
+        let mut config = PeerConfig::default();
+        config.codec.max_frame_bytes = 4096;
+        let peer = Peer::new(1, config, RpcMetrics::new(None));
+        let error = peer.share(update(8192), None).err().unwrap();
+        assert_eq!(error.code, proto::ErrorCode::PayloadTooLarge);
+        assert!(peer.share(update(1024), None).is_ok());
+    }
+}

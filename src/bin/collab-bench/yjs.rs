@@ -108,6 +108,8 @@ struct Client {
     address: Option<String>,
     token: String,
     doc_index: usize,
+    /// This client's number, written into its stamps.
+    index: usize,
     bad_frames: u64,
     apply_updates: bool,
     /// Where send times read from raw updates go (light receivers, once running).
@@ -133,19 +135,25 @@ struct Outcome {
     stamps: Vec<u64>,
 }
 
-/// The send times in an update's raw bytes: `edit_frame` inserts `<micros>|`, and a v1
-/// update carries inserted strings verbatim, so each `|` after 16 ASCII digits ends one.
-fn raw_stamps(update: &[u8], found: &mut Vec<u64>) {
-    const DIGITS: usize = 16;
+/// `edit_frame` inserts `<send time: 16 digits of µs><sender: 6 digits>|`.
+const STAMP_DIGITS: usize = 16 + 6;
+
+/// The send time in one inserted chunk (without its `|`), unless `me` sent it.
+fn parse_stamp(chunk: &[u8], me: usize) -> Option<u64> {
+    if chunk.len() != STAMP_DIGITS || !chunk.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let text = std::str::from_utf8(chunk).ok()?;
+    let sender: usize = text[16..].parse().ok()?;
+    (sender != me).then(|| text[..16].parse().ok()).flatten()
+}
+
+/// The send times in an update's raw bytes, except `me`'s own (a server may echo them):
+/// a v1 update carries inserted strings verbatim, so each `|` ends a stamp.
+fn raw_stamps(update: &[u8], me: usize, found: &mut Vec<u64>) {
     for (at, _) in update.iter().enumerate().filter(|(_, b)| **b == b'|') {
-        let Some(digits) = at.checked_sub(DIGITS).map(|start| &update[start..at]) else {
-            continue;
-        };
-        if digits.iter().all(u8::is_ascii_digit) {
-            let text = std::str::from_utf8(digits).unwrap_or_default();
-            if let Ok(stamp) = text.parse() {
-                found.push(stamp);
-            }
+        if let Some(start) = at.checked_sub(STAMP_DIGITS) {
+            found.extend(parse_stamp(&update[start..at], me));
         }
     }
 }
@@ -227,6 +235,7 @@ impl Client {
             address,
             token,
             doc_index,
+            index,
             bad_frames: 0,
             apply_updates: args.apply_updates,
             stamps: None,
@@ -274,7 +283,7 @@ impl Client {
 
     /// Appends a timestamp chunk locally; returns the update message.
     fn edit_frame(&self) -> Vec<u8> {
-        let chunk = format!("{}|", now_micros());
+        let chunk = format!("{:016}{:06}|", now_micros(), self.index);
         let update = {
             let mut txn = self.doc.transact_mut_with(LOCAL);
             let end = self.text.len(&txn);
@@ -296,7 +305,7 @@ impl Client {
         }
         anyhow::ensure!(kind <= 2, "unknown sync message type {kind}");
         if !self.apply_updates {
-            raw_stamps(payload, &mut outcome.stamps);
+            raw_stamps(payload, self.index, &mut outcome.stamps);
             outcome.step2 |= kind == 1;
             return Ok(());
         }
@@ -449,7 +458,8 @@ async fn drive(
         let mut samples = samples.lock();
         for delta in event.delta(txn) {
             if let Delta::Inserted(Out::Any(Any::String(inserted)), _) = delta {
-                for stamp in inserted.split('|').filter_map(|s| s.parse::<u64>().ok()) {
+                let chunks = inserted.split('|');
+                for stamp in chunks.filter_map(|s| parse_stamp(s.as_bytes(), usize::MAX)) {
                     if stamp >= go_micros {
                         samples.push(now.saturating_sub(stamp));
                         found += 1;
