@@ -273,6 +273,10 @@ impl Client {
     /// and no such message is left.
     pub async fn recv<M: EnvelopedMessage>(&self) -> Result<TypedEnvelope<M>, RpcError> {
         loop {
+            // A message already waiting is taken without registering for a wakeup.
+            if let Some(message) = self.try_recv::<M>() {
+                return Ok(message);
+            }
             let arrived = self.inbox.arrived.notified();
             tokio::pin!(arrived);
             arrived.as_mut().enable();

@@ -79,8 +79,10 @@ impl Peer {
             match frame {
                 Frame::Binary(bytes) => match self.config.codec.decode(&bytes) {
                     Ok(envelope) => {
-                        let name = proto::payload_name(envelope.payload.as_ref());
-                        self.metrics.messages_in.with_label_values(&[name]).inc();
+                        if self.metrics.by_type {
+                            let name = proto::payload_name(envelope.payload.as_ref());
+                            self.metrics.messages_in.with_label_values(&[name]).inc();
+                        }
                         if let Some(request_id) = envelope.responding_to {
                             let waiting = state
                                 .response_channels
@@ -212,10 +214,11 @@ impl Peer {
                         state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         let name = proto::payload_name(envelope.payload.as_ref());
                         match self.config.codec.encode(&envelope, &mut scratch) {
-                            Ok(frame) => (
+                            Ok(frame) if self.metrics.by_type => (
                                 frame,
                                 Sent::Counter(self.metrics.messages_out.with_label_values(&[name])),
                             ),
+                            Ok(frame) => (frame, Sent::Uncounted),
                             Err(error) => {
                                 tracing::error!(%error, name, "dropping an envelope that cannot be encoded");
                                 (Bytes::new(), Sent::Nothing)
@@ -254,6 +257,7 @@ impl Peer {
                     match sent {
                         Sent::Counter(counter) => counter.inc(),
                         Sent::Shared(envelope) => envelope.count_sent(),
+                        Sent::Uncounted => {}
                         Sent::Nothing => {}
                     }
                 }
@@ -330,6 +334,8 @@ impl Peer {
 /// and is skipped.
 enum Sent {
     Counter(prometheus::IntCounter),
+    /// Written, counted by nobody (a client's unregistered metrics).
+    Uncounted,
     Shared(SharedEnvelope),
     Nothing,
 }

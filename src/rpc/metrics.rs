@@ -23,6 +23,9 @@ pub struct RpcMetrics {
     pub queue_overflows: IntCounterVec,
     /// Times a connection's reader paused because its incoming-bytes budget was spent.
     pub incoming_waits: IntCounter,
+    /// Whether `messages_in` / `messages_out` are counted: only when registered. Each
+    /// count is a label lookup per envelope, which nobody could read in a client.
+    pub by_type: bool,
 }
 
 impl RpcMetrics {
@@ -69,6 +72,7 @@ impl RpcMetrics {
                 "Times a reader paused because its connection's incoming-bytes budget was spent",
             )
             .unwrap(),
+            by_type: registry.is_some(),
             queue_overflows: IntCounterVec::new(
                 Opts::new(
                     "collab_rpc_queue_overflows_total",
