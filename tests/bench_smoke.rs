@@ -150,21 +150,29 @@ async fn every_scenario_runs_at_a_tiny_size() {
 
     let token = server.token("yjs-smoke").await;
     let yjs_url = format!("ws://{}/yjs", server.addr);
-    let result = bench(&[
-        "yjs",
-        "--url",
-        &yjs_url,
-        "--token",
-        &token,
-        "--clients",
-        "3",
-        "--rate",
-        "5",
-        "--seconds",
-        "1",
-    ])
-    .await;
-    assert!(result["deliveries"].as_u64().unwrap() > 0, "{result}");
+    // Both receiver modes: send times read from raw updates, and updates applied.
+    for (mode, extra) in [("raw", None), ("apply", Some("--apply-updates"))] {
+        let mut args = vec![
+            "yjs",
+            "--url",
+            &yjs_url,
+            "--token",
+            &token,
+            "--clients",
+            "3",
+            "--rate",
+            "5",
+            "--seconds",
+            "1",
+        ];
+        args.extend(extra);
+        let result = bench(&args).await;
+        assert_eq!(result["receivers"], mode, "{result}");
+        let deliveries = result["deliveries"].as_u64().unwrap();
+        // A client's own updates never count, even when a server echoes them.
+        let expected = result["expected_deliveries"].as_u64().unwrap();
+        assert!(deliveries > 0 && deliveries <= expected, "{result}");
+    }
 
     // The raw relay, as its own process.
     let mut relay = tokio::process::Command::new(BENCH)

@@ -636,3 +636,31 @@ pub async fn run(args: YjsArgs) -> anyhow::Result<()> {
     }));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stamps are found in a real yrs update's bytes, and the reader's own are skipped.
+    #[test]
+    fn raw_stamps_come_from_update_bytes() {
+        let doc = Doc::new();
+        let text = doc.get_or_insert_text("text");
+        let update = {
+            let mut txn = doc.transact_mut();
+            text.insert(&mut txn, 0, "1763900000000001000007|");
+            text.insert(&mut txn, 23, "1763900000000002000003|x|12|");
+            txn.encode_update_v1()
+        };
+        let mut found = Vec::new();
+        raw_stamps(&update, 99, &mut found);
+        assert_eq!(found, vec![1763900000000001, 1763900000000002]);
+        found.clear();
+        raw_stamps(&update, 7, &mut found);
+        assert_eq!(
+            found,
+            vec![1763900000000002],
+            "client 7's own stamp is skipped"
+        );
+    }
+}
