@@ -10,6 +10,8 @@ use common::{Backend, TestServer};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// Three clients sending 5 updates a second for one second.
+const TINY_LOAD: [&str; 6] = ["--clients", "3", "--rate", "5", "--seconds", "1"];
 const BENCH: &str = env!("CARGO_BIN_EXE_collab-bench");
 
 /// Runs `collab-bench <args>` and returns its `RESULT` object.
@@ -152,19 +154,8 @@ async fn every_scenario_runs_at_a_tiny_size() {
     let yjs_url = format!("ws://{}/yjs", server.addr);
     // Both receiver modes: send times read from raw updates, and updates applied.
     for (mode, extra) in [("raw", None), ("apply", Some("--apply-updates"))] {
-        let mut args = vec![
-            "yjs",
-            "--url",
-            &yjs_url,
-            "--token",
-            &token,
-            "--clients",
-            "3",
-            "--rate",
-            "5",
-            "--seconds",
-            "1",
-        ];
+        let mut args = vec!["yjs", "--url", &yjs_url, "--token", &token];
+        args.extend(TINY_LOAD);
         args.extend(extra);
         let result = bench(&args).await;
         assert_eq!(result["receivers"], mode, "{result}");
@@ -191,18 +182,7 @@ async fn every_scenario_runs_at_a_tiny_size() {
         .strip_prefix("raw relay listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_string();
-    let result = bench(&[
-        "raw",
-        "--url",
-        &relay_url,
-        "--clients",
-        "3",
-        "--rate",
-        "5",
-        "--seconds",
-        "1",
-    ])
-    .await;
+    let result = bench(&[&["raw", "--url", &relay_url][..], &TINY_LOAD].concat()).await;
     assert!(result["deliveries"].as_u64().unwrap() > 0, "{result}");
     relay.kill().await.unwrap();
     server.stop().await;

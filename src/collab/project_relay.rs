@@ -253,12 +253,12 @@ impl ProjectRelay {
         let projects = self.projects.read();
         let share = projects.get(&project).ok_or_else(|| not_joined(project))?;
         allow(share.member(project, from)?)?;
-        let mut sent = 0;
         if share.members.iter().all(|m| m.connection == from) {
-            return Ok(sent);
+            return Ok(0);
         }
         // Encoded once for every receiver (see `SharedEnvelope`).
         let shared = cluster.share(message.clone(), Some(from))?;
+        let mut sent = 0;
         for member in share.members.iter().filter(|m| m.connection != from) {
             if let Some(catch_up) = &member.catch_up {
                 let (to, shared) = (member.connection, shared.clone());
