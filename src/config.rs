@@ -132,7 +132,7 @@ pub struct Config {
     #[arg(long, env = "COLLAB_RECEIVE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub receive_timeout: Duration,
 
-    /// A socket write that takes longer than this cuts the connection.
+    /// A socket write that makes no progress for this long cuts the connection.
     #[arg(long, env = "COLLAB_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub write_timeout: Duration,
 

@@ -12,12 +12,16 @@ use collab::{
 
 /// jemalloc keeps per-connection memory close to what is live; glibc's malloc kept the
 /// holes of each upgrade's freed HTTP buffers (about 10 KiB per idle connection).
+/// `--features system-allocator` builds without it, for heaptrack (which sees only the
+/// system allocator's calls).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at start-up: a background thread returns pages freed for
 /// a second to the system. By default freed pages stay resident for 10 s, and an idle
 /// process (no allocations to trigger purging) would keep them indefinitely.
+#[cfg(not(feature = "system-allocator"))]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static JEMALLOC_OPTIONS: &[u8; 63] =
     b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";

@@ -1,24 +1,32 @@
-//! The two halves of a connection's `io` future: the reader (frames in, responses to
-//! their waiters, everything else to the handler loop, silence detection) and the
-//! writer (batched writes from the outgoing queue, keepalive pings, the close frame).
-//! Both belong to `Peer`; they live here to keep `peer.rs` about the API.
+//! The three parts of a connection's `io` future: the reader (frames in, responses to
+//! their waiters, everything else to the handler loop), the writer (batched writes from
+//! the outgoing queue, pings, the close frame) and the watchdog, the connection's only
+//! timer (keepalive pings, silence, stalled writes). All belong to `Peer`; they live
+//! here to keep `peer.rs` about the API.
+//!
+//! One timer ticking per connection, instead of a timeout around every read and write:
+//! idle connections dominate memory, and each timer is about 110 bytes of the
+//! connection's future, registered and unregistered on the hot path.
 
 use std::{
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 use super::{
     connection::{Frame, FrameSink, FrameStream, ReadError},
     envelope::ConnectionId,
     error::RpcError,
     peer::{ConnectionState, Disconnect, Incoming, Outgoing, Peer, SharedEnvelope, close_code},
-    proto,
+    proto, queue,
 };
 
 /// How long a closing connection waits for the other side before the socket is dropped,
@@ -27,186 +35,218 @@ pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The most envelopes the writer takes from the queue before it flushes.
 const MAX_BATCH: usize = 256;
 
+/// What the reader and the writer report to the watchdog.
+#[derive(Default)]
+pub(super) struct Activity {
+    /// Frames read (any frame proves the peer alive).
+    frames_in: AtomicU64,
+    /// Frames handed to the socket; unchanged during a write means it is stuck.
+    frames_out: AtomicU64,
+    /// The writer holds a batch it has not yet flushed.
+    writing: AtomicBool,
+    /// The reader waits for the handler loop, not for the peer: not silence.
+    paused: AtomicBool,
+}
+
 impl Peer {
+    /// Reads frames until the peer leaves or sends something unacceptable. Not timed:
+    /// the watchdog notices silence. The loop only awaits; what a frame means is decided
+    /// by `read_frame`, so that no frame-sized value is held across an await (this
+    /// future is part of every connection's).
     pub(super) async fn read_loop(
         &self,
         id: ConnectionId,
         state: &ConnectionState,
         mut stream: FrameStream,
-        incoming: mpsc::Sender<Incoming>,
+        incoming: queue::Sender<Incoming>,
         budget: Arc<Semaphore>,
+        activity: &Activity,
     ) -> Disconnect {
         loop {
-            let frame = match tokio::time::timeout(self.config.receive_timeout, stream.next()).await
-            {
-                Err(_) => {
-                    return Disconnect {
-                        kind: "silent",
-                        detail: format!("no frame for {:?}", self.config.receive_timeout),
-                    };
-                }
-                Ok(None) => {
-                    return Disconnect {
-                        kind: "closed",
-                        detail: "end of stream".into(),
-                    };
-                }
-                Ok(Some(Err(ReadError::TooLarge(detail)))) => {
-                    let max = self.config.codec.max_frame_bytes;
-                    let error = RpcError::new(
-                        proto::ErrorCode::PayloadTooLarge,
-                        format!("frame exceeds the {max} byte cap"),
-                    )
-                    .with_tag("max_frame_bytes", max);
-                    self.fail_connection(state, error, close_code::TOO_BIG);
-                    // The rest of the oversized frame is still unread; reading it would
-                    // cost what the cap prevents. Wait instead, so the client reads our
-                    // Error before the socket is dropped.
-                    tokio::time::sleep(CLOSE_GRACE).await;
-                    return Disconnect {
-                        kind: "bad_frame",
-                        detail,
-                    };
-                }
-                Ok(Some(Err(ReadError::Transport(detail)))) => {
-                    return Disconnect {
-                        kind: "transport",
-                        detail,
-                    };
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
-            match frame {
-                Frame::Binary(bytes) => match self.config.codec.decode(&bytes) {
-                    Ok(envelope) => {
-                        if self.metrics.by_type {
-                            let name = proto::payload_name(envelope.payload.as_ref());
-                            self.metrics.messages_in.with_label_values(&[name]).inc();
+            let next = stream.next().await;
+            activity.frames_in.fetch_add(1, Ordering::Relaxed);
+            let (ended, after) = match self.read_frame(id, state, next, &budget) {
+                Read::Next => continue,
+                Read::Queue(item) => match incoming.try_send(item) {
+                    Ok(()) => continue,
+                    // Waits on slow paths are boxed, to keep them out of this future.
+                    Err(queue::TrySendError::Full(item)) => {
+                        activity.paused.store(true, Ordering::Relaxed);
+                        let queued = Box::pin(incoming.send(item)).await.is_ok();
+                        activity.paused.store(false, Ordering::Relaxed);
+                        if queued {
+                            continue;
                         }
-                        if let Some(request_id) = envelope.responding_to {
-                            let waiting = state
-                                .response_channels
-                                .lock()
-                                .as_mut()
-                                .and_then(|channels| channels.remove(&request_id));
-                            match waiting {
-                                Some(tx) => {
-                                    let _ = tx.send(envelope);
-                                }
-                                None => {
-                                    tracing::debug!(%id, request_id, "response to no pending request")
-                                }
-                            }
-                        } else {
-                            // Wait for budget before taking more: back-pressure, not
-                            // memory. Waiting is not silence: only `stream.next()` is timed.
-                            let cost = bytes.len().max(envelope.encoded_len()).max(1);
-                            let cost =
-                                cost.min(self.config.incoming_bytes).min(u32::MAX as usize) as u32;
-                            let share = match budget.clone().try_acquire_many_owned(cost) {
-                                Ok(share) => share,
-                                Err(_) => {
-                                    self.metrics.incoming_waits.inc();
-                                    match budget.clone().acquire_many_owned(cost).await {
-                                        Ok(share) => share,
-                                        Err(_) => {
-                                            return Disconnect {
-                                                kind: "closed",
-                                                detail: "budget closed".into(),
-                                            };
-                                        }
-                                    }
-                                }
-                            };
-                            let item = Incoming {
-                                envelope: Box::new(envelope),
-                                budget: Some(share),
-                            };
-                            if incoming.send(item).await.is_err() {
-                                return Disconnect {
-                                    kind: "closed",
-                                    detail: "handler loop ended".into(),
-                                };
-                            }
-                        }
+                        (handler_loop_ended(), After::Nothing)
                     }
-                    Err(error) => {
-                        let code = if error.code == proto::ErrorCode::PayloadTooLarge {
-                            close_code::TOO_BIG
-                        } else {
-                            close_code::INVALID_PAYLOAD
-                        };
-                        let detail = error.message.clone();
-                        self.fail_connection(state, error, code);
-                        let _ =
-                            tokio::time::timeout(self.config.receive_timeout, drain(&mut stream))
-                                .await;
-                        return Disconnect {
-                            kind: "bad_frame",
-                            detail,
-                        };
-                    }
+                    Err(queue::TrySendError::Closed(_)) => (handler_loop_ended(), After::Nothing),
                 },
-                Frame::Text(_) => {
-                    let error = RpcError::new(
-                        proto::ErrorCode::InvalidRequest,
-                        "text frames are not part of the protocol; send binary envelopes",
-                    );
-                    self.fail_connection(state, error, close_code::UNSUPPORTED_DATA);
-                    let _ =
-                        tokio::time::timeout(self.config.receive_timeout, drain(&mut stream)).await;
-                    return Disconnect {
-                        kind: "bad_frame",
-                        detail: "text frame".into(),
-                    };
+                Read::WaitForBudget(envelope, cost) => {
+                    self.metrics.incoming_waits.inc();
+                    activity.paused.store(true, Ordering::Relaxed);
+                    let queued = Box::pin(async {
+                        let share = budget.clone().acquire_many_owned(cost).await.ok()?;
+                        let item = Incoming {
+                            envelope,
+                            budget: Some(share),
+                        };
+                        incoming.send(item).await.ok()
+                    })
+                    .await;
+                    activity.paused.store(false, Ordering::Relaxed);
+                    if queued.is_some() {
+                        continue;
+                    }
+                    (handler_loop_ended(), After::Nothing)
                 }
-                // Any frame proves liveness; the WebSocket layer answers pings itself.
-                Frame::Ping(_) | Frame::Pong(_) => {}
-                Frame::Close(_) => {
-                    let _ = state.outgoing.try_send(Outgoing::Close {
-                        code: close_code::NORMAL,
-                        reason: String::new(),
-                    });
-                    return Disconnect {
-                        kind: "closed",
-                        detail: "closed by peer".into(),
-                    };
+                Read::End(ended, after) => (ended, after),
+            };
+            match after {
+                After::Nothing => {}
+                // The rest of an oversized frame is still unread; reading it would cost
+                // what the cap prevents. Wait instead, so the client reads our Error
+                // before the socket is dropped.
+                After::Grace => Box::pin(tokio::time::sleep(CLOSE_GRACE)).await,
+                // Read on (and discard) until the peer closes, so our last frames are
+                // not lost to a reset.
+                After::Drain => {
+                    let drain =
+                        tokio::time::timeout(self.config.receive_timeout, drain(&mut stream));
+                    let _ = Box::pin(drain).await;
                 }
             }
+            return ended;
         }
     }
 
+    /// What one frame (or the end of the stream) means.
+    fn read_frame(
+        &self,
+        id: ConnectionId,
+        state: &ConnectionState,
+        next: Option<Result<Frame, ReadError>>,
+        budget: &Arc<Semaphore>,
+    ) -> Read {
+        let frame = match next {
+            None => return Read::End(closed("end of stream"), After::Nothing),
+            Some(Err(ReadError::TooLarge(detail))) => {
+                let max = self.config.codec.max_frame_bytes;
+                let error = RpcError::new(
+                    proto::ErrorCode::PayloadTooLarge,
+                    format!("frame exceeds the {max} byte cap"),
+                )
+                .with_tag("max_frame_bytes", max);
+                self.fail_connection(state, error, close_code::TOO_BIG);
+                let ended = Disconnect {
+                    kind: "bad_frame",
+                    detail,
+                };
+                return Read::End(ended, After::Grace);
+            }
+            Some(Err(ReadError::Transport(detail))) => {
+                let ended = Disconnect {
+                    kind: "transport",
+                    detail,
+                };
+                return Read::End(ended, After::Nothing);
+            }
+            Some(Ok(frame)) => frame,
+        };
+        let bytes = match frame {
+            Frame::Binary(bytes) => bytes,
+            Frame::Text(_) => {
+                let error = RpcError::new(
+                    proto::ErrorCode::InvalidRequest,
+                    "text frames are not part of the protocol; send binary envelopes",
+                );
+                self.fail_connection(state, error, close_code::UNSUPPORTED_DATA);
+                let ended = Disconnect {
+                    kind: "bad_frame",
+                    detail: "text frame".into(),
+                };
+                return Read::End(ended, After::Drain);
+            }
+            // Any frame proves liveness; the WebSocket layer answers pings itself.
+            Frame::Ping(_) | Frame::Pong(_) => return Read::Next,
+            Frame::Close(_) => {
+                let _ = state.outgoing.try_send(Outgoing::Close {
+                    code: close_code::NORMAL,
+                    reason: String::new(),
+                });
+                return Read::End(closed("closed by peer"), After::Nothing);
+            }
+        };
+        let envelope = match self.config.codec.decode(&bytes) {
+            Ok(envelope) => Box::new(envelope),
+            Err(error) => {
+                let code = if error.code == proto::ErrorCode::PayloadTooLarge {
+                    close_code::TOO_BIG
+                } else {
+                    close_code::INVALID_PAYLOAD
+                };
+                let detail = error.message.clone();
+                self.fail_connection(state, error, code);
+                let ended = Disconnect {
+                    kind: "bad_frame",
+                    detail,
+                };
+                return Read::End(ended, After::Drain);
+            }
+        };
+        if self.metrics.by_type {
+            let name = proto::payload_name(envelope.payload.as_ref());
+            self.metrics.messages_in.with_label_values(&[name]).inc();
+        }
+        if let Some(request_id) = envelope.responding_to {
+            let waiting = state
+                .response_channels
+                .lock()
+                .as_mut()
+                .and_then(|channels| channels.remove(&request_id));
+            match waiting {
+                Some(tx) => {
+                    let _ = tx.send(*envelope);
+                }
+                None => tracing::debug!(%id, request_id, "response to no pending request"),
+            }
+            return Read::Next;
+        }
+        // Take budget before queueing: back-pressure, not memory.
+        let cost = bytes.len().max(envelope.encoded_len()).max(1);
+        let cost = cost.min(self.config.incoming_bytes).min(u32::MAX as usize) as u32;
+        match budget.clone().try_acquire_many_owned(cost) {
+            Ok(share) => Read::Queue(Incoming {
+                envelope,
+                budget: Some(share),
+            }),
+            Err(_) => Read::WaitForBudget(envelope, cost),
+        }
+    }
+
+    /// Writes what the queue holds, a batch at a time with one flush each. Not timed: a
+    /// write that makes no progress is the watchdog's to cut.
     pub(super) async fn write_loop(
         &self,
         state: &ConnectionState,
         mut sink: FrameSink,
-        mut outgoing: mpsc::Receiver<Outgoing>,
+        mut outgoing: queue::Receiver<Outgoing>,
+        activity: &Activity,
     ) -> Disconnect {
-        let timeout = self.config.write_timeout;
         let mut scratch = Vec::new();
-        let period = self.config.keepalive_interval;
-        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let failed = |what: &str| Disconnect {
+            kind: "write_failed",
+            detail: format!("socket {what}"),
+        };
         loop {
-            let first = tokio::select! {
-                item = outgoing.recv() => item,
-                _ = keepalive.tick() => {
-                    if !matches!(tokio::time::timeout(timeout, sink.send(Frame::Ping(Bytes::new()))).await, Ok(Ok(()))) {
-                        return Disconnect { kind: "write_failed", detail: "keepalive ping".into() };
-                    }
-                    continue;
-                }
-            };
-            let Some(mut item) = first else {
+            let Some(mut item) = outgoing.recv().await else {
                 return Disconnect {
                     kind: "closed",
                     detail: "outgoing queue closed".into(),
                 };
             };
+            activity.writing.store(true, Ordering::Relaxed);
             // Feed a batch into the socket's write buffer, then flush once: one syscall
-            // per batch instead of one per message. One deadline covers each write, so
-            // the clock is read once per batch, not once per envelope.
-            let deadline = tokio::time::Instant::now() + timeout;
+            // per batch instead of one per message.
             let mut close = None;
             for _ in 0..MAX_BATCH {
                 let (frame, sent) = match item {
@@ -215,13 +255,13 @@ impl Peer {
                         let name = proto::payload_name(envelope.payload.as_ref());
                         match self.config.codec.encode(&envelope, &mut scratch) {
                             Ok(frame) if self.metrics.by_type => (
-                                frame,
+                                Frame::Binary(frame),
                                 Sent::Counter(self.metrics.messages_out.with_label_values(&[name])),
                             ),
-                            Ok(frame) => (frame, Sent::Uncounted),
+                            Ok(frame) => (Frame::Binary(frame), Sent::Uncounted),
                             Err(error) => {
                                 tracing::error!(%error, name, "dropping an envelope that cannot be encoded");
-                                (Bytes::new(), Sent::Nothing)
+                                (Frame::Ping(Bytes::new()), Sent::Nothing)
                             }
                         }
                     }
@@ -232,61 +272,117 @@ impl Peer {
                         scratch.clear();
                         envelope.encode_with_id(id, &mut scratch);
                         match self.config.codec.frame(&scratch) {
-                            Ok(frame) => (frame, Sent::Shared(envelope)),
+                            Ok(frame) => (Frame::Binary(frame), Sent::Shared(envelope)),
                             Err(error) => {
                                 tracing::error!(%error, "dropping a shared envelope that cannot be framed");
-                                (Bytes::new(), Sent::Nothing)
+                                (Frame::Ping(Bytes::new()), Sent::Nothing)
                             }
                         }
                     }
+                    Outgoing::Ping => (Frame::Ping(Bytes::new()), Sent::Uncounted),
                     Outgoing::Close { code, reason } => {
                         close = Some((code, reason));
                         break;
                     }
                 };
                 if !matches!(sent, Sent::Nothing) {
-                    if !matches!(
-                        tokio::time::timeout_at(deadline, sink.feed(Frame::Binary(frame))).await,
-                        Ok(Ok(()))
-                    ) {
-                        return Disconnect {
-                            kind: "write_failed",
-                            detail: "socket write".into(),
-                        };
+                    if sink.feed(frame).await.is_err() {
+                        return failed("write");
                     }
+                    activity.frames_out.fetch_add(1, Ordering::Relaxed);
                     match sent {
                         Sent::Counter(counter) => counter.inc(),
                         Sent::Shared(envelope) => envelope.count_sent(),
-                        Sent::Uncounted => {}
-                        Sent::Nothing => {}
+                        Sent::Uncounted | Sent::Nothing => {}
                     }
                 }
                 match outgoing.try_recv() {
-                    Ok(next) => item = next,
-                    Err(_) => break,
+                    Some(next) => item = next,
+                    None => break,
                 }
             }
-            if !matches!(
-                tokio::time::timeout(timeout, sink.flush()).await,
-                Ok(Ok(()))
-            ) {
-                return Disconnect {
-                    kind: "write_failed",
-                    detail: "socket flush".into(),
-                };
+            if sink.flush().await.is_err() {
+                return failed("flush");
             }
+            activity.frames_out.fetch_add(1, Ordering::Relaxed);
+            activity.writing.store(false, Ordering::Relaxed);
             state.drained.notify_waiters();
             if let Some((code, reason)) = close {
                 let reason = truncate_close_reason(reason);
-                let _ = tokio::time::timeout(
-                    timeout,
-                    sink.send(Frame::Close(Some((code, reason.clone())))),
-                )
-                .await;
+                activity.writing.store(true, Ordering::Relaxed);
+                let _ = sink.send(Frame::Close(Some((code, reason.clone())))).await;
                 return Disconnect {
                     kind: "closed",
                     detail: format!("closed by us ({code}: {reason})"),
                 };
+            }
+        }
+    }
+
+    /// The connection's one timer. Every tick it queues a ping when one is due, and ends
+    /// the connection when no frame arrived for `receive_timeout` ("silent") or a write
+    /// made no progress for `write_timeout` ("write_failed"). Each is noticed within one
+    /// tick of its limit; a tick is the shortest of the keepalive interval, a third of
+    /// the receive timeout and half the write timeout.
+    pub(super) async fn watchdog(
+        &self,
+        state: &ConnectionState,
+        activity: &Activity,
+    ) -> Disconnect {
+        let config = &self.config;
+        let tick = config
+            .keepalive_interval
+            .min(config.receive_timeout / 3)
+            .min(config.write_timeout / 2)
+            .max(Duration::from_millis(1));
+        let ticks = |limit: Duration| limit.as_nanos().div_ceil(tick.as_nanos()).max(1) as u32;
+        let (silent_after, stalled_after, ping_every) = (
+            ticks(config.receive_timeout),
+            ticks(config.write_timeout),
+            ticks(config.keepalive_interval),
+        );
+        let (mut quiet, mut stalled, mut since_ping) = (0, 0, 0);
+        let (mut frames_in, mut frames_out) = (0, 0);
+        let timer = tokio::time::sleep(tick);
+        tokio::pin!(timer);
+        loop {
+            timer.as_mut().await;
+            let next = timer.deadline() + tick;
+            timer.as_mut().reset(next);
+
+            let seen = activity.frames_in.load(Ordering::Relaxed);
+            let paused = activity.paused.load(Ordering::Relaxed);
+            quiet = if seen == frames_in && !paused {
+                quiet + 1
+            } else {
+                0
+            };
+            frames_in = seen;
+            if quiet >= silent_after {
+                return Disconnect {
+                    kind: "silent",
+                    detail: format!("no frame for {:?}", config.receive_timeout),
+                };
+            }
+            let written = activity.frames_out.load(Ordering::Relaxed);
+            let writing = activity.writing.load(Ordering::Relaxed);
+            stalled = if writing && written == frames_out {
+                stalled + 1
+            } else {
+                0
+            };
+            frames_out = written;
+            if stalled >= stalled_after {
+                return Disconnect {
+                    kind: "write_failed",
+                    detail: format!("socket write stalled for {:?}", config.write_timeout),
+                };
+            }
+            since_ping += 1;
+            if since_ping >= ping_every {
+                since_ping = 0;
+                // A full queue is a stalled or slow writer: dealt with above or on send.
+                let _ = state.outgoing.try_send(Outgoing::Ping);
             }
         }
     }
@@ -330,11 +426,41 @@ impl Peer {
     }
 }
 
+/// What the reader does after a frame.
+enum Read {
+    /// Nothing more: read the next frame.
+    Next,
+    /// Hand this to the handler loop.
+    Queue(Incoming),
+    /// Hand this to the handler loop once the incoming budget has room for `cost`.
+    WaitForBudget(Box<proto::Envelope>, u32),
+    /// The connection ends.
+    End(Disconnect, After),
+}
+
+/// What the reader does before it returns.
+enum After {
+    Nothing,
+    Grace,
+    Drain,
+}
+
+fn closed(detail: &str) -> Disconnect {
+    Disconnect {
+        kind: "closed",
+        detail: detail.into(),
+    }
+}
+
+fn handler_loop_ended() -> Disconnect {
+    closed("handler loop ended")
+}
+
 /// Which counter a written envelope adds to; `Nothing` when it could not be encoded
 /// and is skipped.
 enum Sent {
     Counter(prometheus::IntCounter),
-    /// Written, counted by nobody (a client's unregistered metrics).
+    /// Written, counted by nobody (a ping, or a client's unregistered metrics).
     Uncounted,
     Shared(SharedEnvelope),
     Nothing,

@@ -8,6 +8,7 @@
 //! - [`peer`]: `Peer`, one per process: connections, send/request/respond/forward,
 //!   bounded outgoing queues, batched writes and keepalive.
 //! - `io` (private): the reader and writer halves of each connection.
+//! - [`queue`]: the bounded per-connection queues, which allocate only while in use.
 //! - [`server`]: the handler registry keyed by `TypeId` and the per-connection loop.
 //! - [`metrics`]: Prometheus counters for everything above.
 
@@ -18,6 +19,7 @@ mod io;
 pub mod metrics;
 pub mod peer;
 pub mod proto;
+pub mod queue;
 pub mod server;
 
 pub use connection::{Codec, Connection};

@@ -1,12 +1,12 @@
 //! `Peer`: the connections of one process and everything that moves envelopes over them.
 //!
-//! Each connection has two halves driven by one `io` future:
+//! Each connection has three parts driven by one `io` future:
 //! - the reader decodes frames, hands responses to the waiting `request` and everything
-//!   else to a bounded incoming queue (the handler loop), and drops a peer that stays
-//!   silent past `receive_timeout`;
+//!   else to a bounded incoming queue (the handler loop);
 //! - the writer drains a bounded outgoing queue in batches into the socket's write
-//!   buffer and flushes once per batch, and sends a WebSocket ping every
-//!   `keepalive_interval`.
+//!   buffer and flushes once per batch;
+//! - the watchdog, the connection's one timer, queues a WebSocket ping every
+//!   `keepalive_interval` and cuts a silent peer or a stalled write.
 //!
 //! Sending never waits: a connection whose outgoing queue is full (in messages or bytes)
 //! is a consumer that cannot keep up, and is cut with a logged reason so one slow client
@@ -24,16 +24,17 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     connection::{Codec, Connection},
     envelope::{ConnectionId, Receipt},
     error::RpcError,
-    io::CLOSE_GRACE,
+    io::{Activity, CLOSE_GRACE},
     metrics::RpcMetrics,
     proto::{self, EnvelopedMessage, RequestMessage},
+    queue,
 };
 
 /// WebSocket close codes used by the server.
@@ -61,9 +62,10 @@ pub struct PeerConfig {
     pub incoming_bytes: usize,
     /// A WebSocket ping is sent this often.
     pub keepalive_interval: Duration,
-    /// A peer from which no frame (not even a pong) arrives for this long is dropped.
+    /// A peer from which no frame (not even a pong) arrives for this long is dropped
+    /// (noticed within one watchdog tick; see `io::watchdog`).
     pub receive_timeout: Duration,
-    /// A socket write or flush that takes longer than this cuts the connection.
+    /// A socket write or flush that makes no progress for this long cuts the connection.
     pub write_timeout: Duration,
     /// `request` gives up after this long with `Timeout`.
     pub request_timeout: Duration,
@@ -97,6 +99,8 @@ pub(super) enum Outgoing {
         id: u32,
         envelope: SharedEnvelope,
     },
+    /// A WebSocket ping (the watchdog's keepalive).
+    Ping,
     Close {
         code: u16,
         reason: String,
@@ -135,7 +139,7 @@ impl SharedEnvelope {
 }
 
 pub(super) struct ConnectionState {
-    pub(super) outgoing: mpsc::Sender<Outgoing>,
+    pub(super) outgoing: queue::Sender<Outgoing>,
     pub(super) queued_bytes: AtomicUsize,
     pub(super) next_message_id: AtomicU32,
     /// Requests awaiting a response, by message id; `None` once the connection is gone.
@@ -265,15 +269,15 @@ impl Peer {
         connection: Connection,
     ) -> (
         ConnectionId,
-        impl Future<Output = Disconnect> + Send + 'static,
-        mpsc::Receiver<Incoming>,
+        impl Future<Output = Disconnect> + Send + 'static + use<>,
+        queue::Receiver<Incoming>,
     ) {
         let id = ConnectionId {
             server_id: self.server_id(),
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
         };
-        let (outgoing_tx, outgoing_rx) = mpsc::channel(self.config.outgoing_queue_messages.max(1));
-        let (incoming_tx, incoming_rx) = mpsc::channel(self.config.incoming_queue_messages.max(1));
+        let (outgoing_tx, outgoing_rx) = queue::channel(self.config.outgoing_queue_messages.max(1));
+        let (incoming_tx, incoming_rx) = queue::channel(self.config.incoming_queue_messages.max(1));
         let state = Arc::new(ConnectionState {
             outgoing: outgoing_tx,
             queued_bytes: AtomicUsize::new(0),
@@ -302,20 +306,29 @@ impl Peer {
             let budget = Arc::new(Semaphore::new(
                 peer.config.incoming_bytes.clamp(1, Semaphore::MAX_PERMITS),
             ));
-            let reader = peer.read_loop(id, &state, stream, incoming_tx, budget);
-            let writer = peer.write_loop(&state, sink, outgoing_rx);
-            tokio::pin!(reader, writer);
+            let activity = Activity::default();
+            let reader = peer.read_loop(id, &state, stream, incoming_tx, budget, &activity);
+            let writer = peer.write_loop(&state, sink, outgoing_rx, &activity);
+            let watchdog = peer.watchdog(&state, &activity);
+            tokio::pin!(reader, writer, watchdog);
             let ended = tokio::select! {
                 ended = &mut reader => {
                     // Queue a close (a no-op when the reader already queued its Error and
                     // close) and let the writer flush what is queued, within bounds.
-                    let code = if ended.kind == "silent" { close_code::POLICY } else { close_code::NORMAL };
-                    let _ = state.outgoing.try_send(Outgoing::Close { code, reason: ended.detail.clone() });
+                    let _ = state.outgoing.try_send(Outgoing::Close { code: close_code::NORMAL, reason: ended.detail.clone() });
                     let _ = tokio::time::timeout(peer.config.write_timeout, &mut writer).await;
                     ended
                 }
                 ended = &mut writer => {
                     let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+                    ended
+                }
+                ended = &mut watchdog => {
+                    if ended.kind == "silent" {
+                        // Say why, within bounds, as when the reader ends.
+                        let _ = state.outgoing.try_send(Outgoing::Close { code: close_code::POLICY, reason: ended.detail.clone() });
+                        let _ = tokio::time::timeout(peer.config.write_timeout, &mut writer).await;
+                    }
                     ended
                 }
                 _ = state.killed.cancelled() => {
@@ -418,7 +431,7 @@ impl Peer {
         }
         match state.outgoing.try_send(item) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(queue::TrySendError::Full(_)) => {
                 state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 self.metrics
                     .queue_overflows
@@ -432,7 +445,7 @@ impl Peer {
                 self.kill(state, "slow_consumer", detail);
                 Err(RpcError::disconnected())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(RpcError::disconnected()),
+            Err(queue::TrySendError::Closed(_)) => Err(RpcError::disconnected()),
         }
     }
 
@@ -516,7 +529,7 @@ impl Peer {
         let max_messages = state.outgoing.max_capacity();
         let gone = || state.killed.is_cancelled() || !self.connections.read().contains_key(&to);
         let has_room = |state: &ConnectionState| {
-            max_messages - state.outgoing.capacity() <= max_messages / 2
+            state.outgoing.len() <= max_messages / 2
                 && state.queued_bytes.load(Ordering::Relaxed)
                     <= self.config.outgoing_queue_bytes / 2
         };

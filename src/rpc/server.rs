@@ -23,7 +23,6 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -31,6 +30,7 @@ use super::{
     error::RpcError,
     peer::{Incoming, Peer},
     proto::{self, EnvelopedMessage, RequestMessage},
+    queue,
 };
 
 type Handler<S> =
@@ -260,26 +260,38 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
     pub async fn handle_connection(
         self: Arc<Self>,
         connection_id: ConnectionId,
-        mut incoming: mpsc::Receiver<Incoming>,
+        mut incoming: queue::Receiver<Incoming>,
         session: S,
         shutdown: CancellationToken,
     ) {
-        let mut in_flight = FuturesUnordered::new();
+        // Created on the first handler that waits: most connections never have one, and
+        // the set allocates on creation.
+        let mut in_flight: Option<FuturesUnordered<BoxFuture<'static, ()>>> = None;
+        let running = |in_flight: &Option<FuturesUnordered<_>>| {
+            in_flight.as_ref().map_or(0, FuturesUnordered::len)
+        };
         loop {
             tokio::select! {
                 biased;
-                _ = in_flight.next(), if !in_flight.is_empty() => {}
+                _ = async { in_flight.as_mut().unwrap().next().await }, if running(&in_flight) > 0 => {}
                 _ = shutdown.cancelled() => break,
-                item = incoming.recv(), if in_flight.len() < self.max_in_flight => {
+                item = incoming.recv(), if running(&in_flight) < self.max_in_flight => {
                     let Some(item) = item else { break };
                     let (envelope, budget) = item.into_parts();
-                    let handled = self.dispatch(connection_id, *envelope, session.clone());
-                    // The envelope's budget share returns when its handler is done.
-                    in_flight.push(async move { handled.await; drop(budget) }.boxed());
+                    let mut handled = self.dispatch(connection_id, *envelope, session.clone());
+                    // Inline handlers (and quick ones) finish on their first poll: no
+                    // task set, no allocation. The envelope's budget share returns when
+                    // its handler is done.
+                    if (&mut handled).now_or_never().is_none() {
+                        let in_flight = in_flight.get_or_insert_with(FuturesUnordered::new);
+                        in_flight.push(async move { handled.await; drop(budget) }.boxed());
+                    }
                 }
             }
         }
-        while in_flight.next().await.is_some() {}
+        if let Some(mut in_flight) = in_flight {
+            while in_flight.next().await.is_some() {}
+        }
     }
 
     fn dispatch(
@@ -299,12 +311,17 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
         let (type_id, name) = proto::payload_type(payload);
         match self.handlers.get(&type_id) {
             Some(handler) => {
-                let future = handler(sender, envelope, session);
+                let mut future = handler(sender, envelope, session);
                 let histogram = self
                     .peer
                     .metrics()
                     .handler_seconds
                     .with_label_values(&[name]);
+                // Inline handlers are done by now: no second box for them.
+                if (&mut future).now_or_never().is_some() {
+                    histogram.observe(received_at.elapsed().as_secs_f64());
+                    return futures::future::ready(()).boxed();
+                }
                 async move {
                     future.await;
                     histogram.observe(received_at.elapsed().as_secs_f64());

@@ -184,6 +184,11 @@ async fn exchange(
     }
     let mut last_sent = Instant::now();
     let mut keepalive = tokio::time::interval(KEEPALIVE / 3);
+    // Under load, frames wait up to `COALESCE` after the previous write so that one
+    // write carries several (see `COALESCE`); `held` is the first of them.
+    let mut held: Option<Bytes> = None;
+    let release = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(release);
     loop {
         tokio::select! {
             received = socket.recv() => match received {
@@ -199,31 +204,26 @@ async fn exchange(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(_)) => {}
             },
-            next = outgoing.recv() => match next {
+            next = outgoing.recv(), if held.is_none() => match next {
                 Some(Outgoing::Frame(frame)) => {
-                    // What else is queued goes out in the same write: one syscall per
-                    // message caps a busy document's fan-out far below the network's.
-                    let mut frames = vec![frame];
-                    let mut closing = None;
-                    while frames.len() < MAX_BATCH {
-                        match outgoing.try_recv() {
-                            Ok(Outgoing::Frame(frame)) => frames.push(frame),
-                            Ok(Outgoing::Close(code, reason)) => {
-                                closing = Some((code, reason));
-                                break;
-                            }
-                            Err(_) => break,
-                        }
+                    let due = last_sent + COALESCE;
+                    if Instant::now() < due {
+                        held = Some(frame);
+                        release.as_mut().reset(due.into());
+                    } else {
+                        write_queued(socket, frame, outgoing).await?;
+                        last_sent = Instant::now();
                     }
-                    send_all(socket, frames).await?;
-                    if let Some((code, reason)) = closing {
-                        return Err(Ending(code, reason.into(), "document_closed"));
-                    }
-                    last_sent = Instant::now();
                 }
                 Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
                 None => return Ok(()),
             },
+            () = &mut release, if held.is_some() => {
+                if let Some(frame) = held.take() {
+                    write_queued(socket, frame, outgoing).await?;
+                    last_sent = Instant::now();
+                }
+            }
             _ = keepalive.tick() => {
                 if last_sent.elapsed() >= KEEPALIVE {
                     send(socket, Bytes::from_static(protocol::KEEPALIVE)).await?;
@@ -241,20 +241,45 @@ async fn exchange(
 }
 
 /// Queued frames written at once, at most.
-const MAX_BATCH: usize = 64;
+const MAX_BATCH: usize = 256;
 
-/// Writes `frames` with one flush.
-async fn send_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), Ending> {
+/// A socket written to less than this long ago holds its next frames until this much
+/// time has passed since that write, so one write carries every frame that arrived
+/// meanwhile. Without it, a busy document costs a wakeup and a `sendmsg` per update per
+/// socket, which is what bounds the relay's throughput (see BENCHMARKS.md); a socket
+/// written to less often is not delayed at all.
+const COALESCE: Duration = Duration::from_millis(2);
+
+/// Writes `first` and what else is queued (up to `MAX_BATCH` frames) with one flush;
+/// a queued close is honoured after the write.
+async fn write_queued(
+    socket: &mut WebSocket,
+    first: Bytes,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+) -> Result<(), Ending> {
     use futures::SinkExt;
+    let mut closing = None;
     let write = async {
-        for frame in frames {
-            socket.feed(WsMessage::Binary(frame)).await?;
+        socket.feed(WsMessage::Binary(first)).await?;
+        for _ in 1..MAX_BATCH {
+            match outgoing.try_recv() {
+                Ok(Outgoing::Frame(frame)) => socket.feed(WsMessage::Binary(frame)).await?,
+                Ok(Outgoing::Close(code, reason)) => {
+                    closing = Some((code, reason));
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         socket.flush().await
     };
     match tokio::time::timeout(Duration::from_secs(10), write).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
+        Ok(Ok(())) => {}
+        _ => return Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
+    }
+    match closing {
+        Some((code, reason)) => Err(Ending(code, reason.into(), "document_closed")),
+        None => Ok(()),
     }
 }
 
