@@ -341,38 +341,26 @@ impl Peer {
             ticks(config.write_timeout),
             ticks(config.keepalive_interval),
         );
-        let (mut quiet, mut stalled, mut since_ping) = (0, 0, 0);
-        let (mut frames_in, mut frames_out) = (0, 0);
+        let (mut quiet, mut stalled, mut since_ping) = (Streak::default(), Streak::default(), 0);
         let timer = tokio::time::sleep(tick);
         tokio::pin!(timer);
         loop {
             timer.as_mut().await;
-            let next = timer.deadline() + tick;
-            timer.as_mut().reset(next);
+            // From now, not from the last deadline: after a stall of the runtime, missed
+            // ticks are not replayed at once (they would count as silence).
+            timer.as_mut().reset(tokio::time::Instant::now() + tick);
 
-            let seen = activity.frames_in.load(Ordering::Relaxed);
             let paused = activity.paused.load(Ordering::Relaxed);
-            quiet = if seen == frames_in && !paused {
-                quiet + 1
-            } else {
-                0
-            };
-            frames_in = seen;
-            if quiet >= silent_after {
+            let frames_in = activity.frames_in.load(Ordering::Relaxed);
+            if quiet.unchanged(frames_in, !paused) >= silent_after {
                 return Disconnect {
                     kind: "silent",
                     detail: format!("no frame for {:?}", config.receive_timeout),
                 };
             }
-            let written = activity.frames_out.load(Ordering::Relaxed);
             let writing = activity.writing.load(Ordering::Relaxed);
-            stalled = if writing && written == frames_out {
-                stalled + 1
-            } else {
-                0
-            };
-            frames_out = written;
-            if stalled >= stalled_after {
+            let frames_out = activity.frames_out.load(Ordering::Relaxed);
+            if stalled.unchanged(frames_out, writing) >= stalled_after {
                 return Disconnect {
                     kind: "write_failed",
                     detail: format!("socket write stalled for {:?}", config.write_timeout),
@@ -423,6 +411,26 @@ impl Peer {
             // No room to say goodbye: cut the connection rather than leave it open.
             state.killed.cancel();
         }
+    }
+}
+
+/// For how many ticks in a row a counter stood still while it mattered.
+#[derive(Default)]
+struct Streak {
+    last: u64,
+    ticks: u32,
+}
+
+impl Streak {
+    /// Records this tick's `value`; a tick counts only when `counting`.
+    fn unchanged(&mut self, value: u64, counting: bool) -> u32 {
+        self.ticks = if counting && value == self.last {
+            self.ticks + 1
+        } else {
+            0
+        };
+        self.last = value;
+        self.ticks
     }
 }
 
