@@ -249,19 +249,20 @@ impl Peer {
             // per batch instead of one per message.
             let mut close = None;
             for _ in 0..MAX_BATCH {
-                let (frame, sent) = match item {
+                // `None`: an envelope that cannot be encoded, logged and skipped.
+                let written = match item {
                     Outgoing::Envelope { envelope, bytes } => {
                         state.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                         let name = proto::payload_name(envelope.payload.as_ref());
                         match self.config.codec.encode(&envelope, &mut scratch) {
-                            Ok(frame) if self.metrics.by_type => (
+                            Ok(frame) if self.metrics.by_type => Some((
                                 Frame::Binary(frame),
                                 Sent::Counter(self.metrics.messages_out.with_label_values(&[name])),
-                            ),
-                            Ok(frame) => (Frame::Binary(frame), Sent::Uncounted),
+                            )),
+                            Ok(frame) => Some((Frame::Binary(frame), Sent::Uncounted)),
                             Err(error) => {
                                 tracing::error!(%error, name, "dropping an envelope that cannot be encoded");
-                                (Frame::Ping(Bytes::new()), Sent::Nothing)
+                                None
                             }
                         }
                     }
@@ -272,20 +273,20 @@ impl Peer {
                         scratch.clear();
                         envelope.encode_with_id(id, &mut scratch);
                         match self.config.codec.frame(&scratch) {
-                            Ok(frame) => (Frame::Binary(frame), Sent::Shared(envelope)),
+                            Ok(frame) => Some((Frame::Binary(frame), Sent::Shared(envelope))),
                             Err(error) => {
                                 tracing::error!(%error, "dropping a shared envelope that cannot be framed");
-                                (Frame::Ping(Bytes::new()), Sent::Nothing)
+                                None
                             }
                         }
                     }
-                    Outgoing::Ping => (Frame::Ping(Bytes::new()), Sent::Uncounted),
+                    Outgoing::Ping => Some((Frame::Ping(Bytes::new()), Sent::Uncounted)),
                     Outgoing::Close { code, reason } => {
                         close = Some((code, reason));
                         break;
                     }
                 };
-                if !matches!(sent, Sent::Nothing) {
+                if let Some((frame, sent)) = written {
                     if sink.feed(frame).await.is_err() {
                         return failed("write");
                     }
@@ -293,7 +294,7 @@ impl Peer {
                     match sent {
                         Sent::Counter(counter) => counter.inc(),
                         Sent::Shared(envelope) => envelope.count_sent(),
-                        Sent::Uncounted | Sent::Nothing => {}
+                        Sent::Uncounted => {}
                     }
                 }
                 match outgoing.try_recv() {
@@ -464,14 +465,12 @@ fn handler_loop_ended() -> Disconnect {
     closed("handler loop ended")
 }
 
-/// Which counter a written envelope adds to; `Nothing` when it could not be encoded
-/// and is skipped.
+/// Which counter a written frame adds to.
 enum Sent {
     Counter(prometheus::IntCounter),
     /// Written, counted by nobody (a ping, or a client's unregistered metrics).
     Uncounted,
     Shared(SharedEnvelope),
-    Nothing,
 }
 
 /// A close frame's payload is at most 125 bytes: a 2-byte code and a reason of at most
