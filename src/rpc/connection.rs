@@ -4,7 +4,11 @@
 //! and tokio-tungstenite's client sockets. The [`Codec`] turns envelopes into frame bytes
 //! and back; it never allocates more than the frame cap, even for a hostile zstd frame.
 
-use std::{io::Read, pin::Pin};
+use std::{
+    io::Read,
+    pin::Pin,
+    task::{Context, Poll, Waker},
+};
 
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -46,8 +50,15 @@ pub struct Connection {
 
 impl Connection {
     /// Wraps a server-side socket accepted by axum.
-    pub fn from_axum(socket: axum::extract::ws::WebSocket) -> Self {
+    ///
+    /// The socket is read once, right away, without waiting: until its first read,
+    /// hyper's upgraded stream keeps the whole HTTP read buffer (8 KiB or more) for the
+    /// bytes that followed the request, and a connection can wait a while for its turn to
+    /// do its connect work before its reader starts (thousands of them in a reconnect
+    /// storm). A message that was already there is kept and read first.
+    pub fn from_axum(mut socket: axum::extract::ws::WebSocket) -> Self {
         use axum::extract::ws::{CloseFrame, Message};
+        let early = socket.poll_next_unpin(&mut Context::from_waker(Waker::noop()));
         let (sink, stream) = socket.split();
         let sink = sink
             .sink_map_err(|error| std::io::Error::other(error.to_string()))
@@ -63,7 +74,7 @@ impl Connection {
                     })),
                 }))
             });
-        let stream = stream.map(|message| match message {
+        let frame = |message| match message {
             Ok(Message::Binary(bytes)) => Ok(Frame::Binary(bytes)),
             Ok(Message::Text(text)) => Ok(Frame::Text(text.to_string())),
             Ok(Message::Ping(bytes)) => Ok(Frame::Ping(bytes)),
@@ -72,10 +83,19 @@ impl Connection {
                 Ok(Frame::Close(close.map(|c| (c.code, c.reason.to_string()))))
             }
             Err(error) => Err(classify_axum_error(error)),
-        });
+        };
+        let stream: FrameStream = match early {
+            Poll::Pending => Box::pin(stream.map(frame)),
+            Poll::Ready(Some(first)) => Box::pin(
+                futures::stream::once(async { first })
+                    .chain(stream)
+                    .map(frame),
+            ),
+            Poll::Ready(None) => Box::pin(futures::stream::empty()),
+        };
         Connection {
             sink: Box::pin(sink),
-            stream: Box::pin(stream),
+            stream,
         }
     }
 
@@ -196,9 +216,10 @@ impl Codec {
         Ok(bytes)
     }
 
-    /// Decodes one frame's bytes. A compressed frame is inflated through a reader that
-    /// stops one byte past the cap, so a small "zip bomb" costs at most the cap.
-    pub fn decode(&self, bytes: &[u8]) -> Result<proto::Envelope, RpcError> {
+    /// Decodes one frame's bytes, straight into the box the envelope travels in. A
+    /// compressed frame is inflated through a reader that stops one byte past the cap, so
+    /// a small "zip bomb" costs at most the cap.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Box<proto::Envelope>, RpcError> {
         if bytes.len() > self.max_frame_bytes {
             return Err(too_large(bytes.len(), self.max_frame_bytes));
         }
@@ -228,9 +249,13 @@ impl Codec {
     }
 }
 
-fn decode_envelope(bytes: &[u8]) -> Result<proto::Envelope, RpcError> {
-    proto::Envelope::decode(bytes)
-        .map_err(|error| invalid_frame(format!("frame is not a valid Envelope: {error}")))
+fn decode_envelope(bytes: &[u8]) -> Result<Box<proto::Envelope>, RpcError> {
+    // Merged in place: an `Envelope` is 256 bytes, and every delivery decodes one.
+    let mut envelope = Box::<proto::Envelope>::default();
+    envelope
+        .merge(bytes)
+        .map_err(|error| invalid_frame(format!("frame is not a valid Envelope: {error}")))?;
+    Ok(envelope)
 }
 
 fn invalid_frame(message: String) -> RpcError {
@@ -268,11 +293,11 @@ mod tests {
         let mut scratch = Vec::new();
         let small = codec.encode(&envelope_with(10), &mut scratch).unwrap();
         assert!(!small.starts_with(&ZSTD_MAGIC));
-        assert_eq!(codec.decode(&small).unwrap(), envelope_with(10));
+        assert_eq!(*codec.decode(&small).unwrap(), envelope_with(10));
         let large = codec.encode(&envelope_with(100_000), &mut scratch).unwrap();
         assert!(large.starts_with(&ZSTD_MAGIC));
         assert!(large.len() < 1000);
-        assert_eq!(codec.decode(&large).unwrap(), envelope_with(100_000));
+        assert_eq!(*codec.decode(&large).unwrap(), envelope_with(100_000));
     }
 
     #[test]

@@ -22,10 +22,12 @@ use prost::Message as _;
 use tokio::sync::Semaphore;
 
 use super::{
-    connection::{Frame, FrameSink, FrameStream, ReadError},
+    connection::{Frame, FrameSink, FrameStream, ReadError, ZSTD_MAGIC},
     envelope::ConnectionId,
     error::RpcError,
-    peer::{ConnectionState, Disconnect, Incoming, Outgoing, Peer, SharedEnvelope, close_code},
+    peer::{
+        ConnectionState, Deliver, Disconnect, Incoming, Outgoing, Peer, SharedEnvelope, close_code,
+    },
     proto, queue,
 };
 
@@ -34,6 +36,20 @@ use super::{
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The most envelopes the writer takes from the queue before it flushes.
 const MAX_BATCH: usize = 256;
+
+/// Where the reader puts the envelopes that are not responses.
+pub(super) enum Inbound {
+    /// The handler loop's bounded queue. Each envelope holds a share of the connection's
+    /// incoming-bytes budget until it has been handled; a full queue or an exhausted
+    /// budget stops the reader (back-pressure).
+    Queue {
+        queue: queue::Sender<Incoming>,
+        budget: Arc<Semaphore>,
+    },
+    /// A consumer that takes each envelope as it is read and never makes the reader
+    /// wait (the client library's inbox, bounded per message type).
+    Direct(Deliver),
+}
 
 /// What the reader and the writer report to the watchdog.
 #[derive(Default)]
@@ -58,47 +74,60 @@ impl Peer {
         id: ConnectionId,
         state: &ConnectionState,
         mut stream: FrameStream,
-        incoming: queue::Sender<Incoming>,
-        budget: Arc<Semaphore>,
+        mut inbound: Inbound,
         activity: &Activity,
     ) -> Disconnect {
         loop {
             let next = stream.next().await;
             activity.frames_in.fetch_add(1, Ordering::Relaxed);
-            let (ended, after) = match self.read_frame(id, state, next, &budget) {
+            let (ended, after) = match self.read_frame(id, state, next) {
                 Read::Next => continue,
-                Read::Queue(item) => match incoming.try_send(item) {
-                    Ok(()) => continue,
-                    // Waits on slow paths are boxed, to keep them out of this future.
-                    Err(queue::TrySendError::Full(item)) => {
-                        activity.paused.store(true, Ordering::Relaxed);
-                        let queued = Box::pin(incoming.send(item)).await.is_ok();
-                        activity.paused.store(false, Ordering::Relaxed);
-                        if queued {
-                            continue;
-                        }
-                        (handler_loop_ended(), After::Nothing)
-                    }
-                    Err(queue::TrySendError::Closed(_)) => (handler_loop_ended(), After::Nothing),
-                },
-                Read::WaitForBudget(envelope, cost) => {
-                    self.metrics.incoming_waits.inc();
-                    activity.paused.store(true, Ordering::Relaxed);
-                    let queued = Box::pin(async {
-                        let share = budget.clone().acquire_many_owned(cost).await.ok()?;
-                        let item = Incoming {
-                            envelope,
-                            budget: Some(share),
-                        };
-                        incoming.send(item).await.ok()
-                    })
-                    .await;
-                    activity.paused.store(false, Ordering::Relaxed);
-                    if queued.is_some() {
+                Read::Deliver(envelope, cost) => match &mut inbound {
+                    Inbound::Direct(deliver) => {
+                        deliver(self, id, envelope);
                         continue;
                     }
-                    (handler_loop_ended(), After::Nothing)
-                }
+                    Inbound::Queue { queue, budget } => {
+                        match self.admit(envelope, cost, budget) {
+                            Ok(item) => match queue.try_send(item) {
+                                Ok(()) => continue,
+                                // Waits on slow paths are boxed, to keep them out of
+                                // this future.
+                                Err(queue::TrySendError::Full(item)) => {
+                                    activity.paused.store(true, Ordering::Relaxed);
+                                    let queued = Box::pin(queue.send(item)).await.is_ok();
+                                    activity.paused.store(false, Ordering::Relaxed);
+                                    if queued {
+                                        continue;
+                                    }
+                                    (handler_loop_ended(), After::Nothing)
+                                }
+                                Err(queue::TrySendError::Closed(_)) => {
+                                    (handler_loop_ended(), After::Nothing)
+                                }
+                            },
+                            Err((envelope, cost)) => {
+                                self.metrics.incoming_waits.inc();
+                                activity.paused.store(true, Ordering::Relaxed);
+                                let queued = Box::pin(async {
+                                    let share =
+                                        budget.clone().acquire_many_owned(cost).await.ok()?;
+                                    let item = Incoming {
+                                        envelope,
+                                        budget: Some(share),
+                                    };
+                                    queue.send(item).await.ok()
+                                })
+                                .await;
+                                activity.paused.store(false, Ordering::Relaxed);
+                                if queued.is_some() {
+                                    continue;
+                                }
+                                (handler_loop_ended(), After::Nothing)
+                            }
+                        }
+                    }
+                },
                 Read::End(ended, after) => (ended, after),
             };
             match after {
@@ -119,13 +148,31 @@ impl Peer {
         }
     }
 
+    /// An envelope with its share of the incoming budget, or, when the budget has no
+    /// room now, the envelope and the share to wait for. Taking the share before queueing
+    /// makes a flood back-pressure rather than memory.
+    fn admit(
+        &self,
+        envelope: Box<proto::Envelope>,
+        cost: usize,
+        budget: &Arc<Semaphore>,
+    ) -> Result<Incoming, (Box<proto::Envelope>, u32)> {
+        let cost = cost.clamp(1, self.config.incoming_bytes.min(u32::MAX as usize)) as u32;
+        match budget.clone().try_acquire_many_owned(cost) {
+            Ok(share) => Ok(Incoming {
+                envelope,
+                budget: Some(share),
+            }),
+            Err(_) => Err((envelope, cost)),
+        }
+    }
+
     /// What one frame (or the end of the stream) means.
     fn read_frame(
         &self,
         id: ConnectionId,
         state: &ConnectionState,
         next: Option<Result<Frame, ReadError>>,
-        budget: &Arc<Semaphore>,
     ) -> Read {
         let frame = match next {
             None => return Read::End(closed("end of stream"), After::Nothing),
@@ -177,7 +224,7 @@ impl Peer {
             }
         };
         let envelope = match self.config.codec.decode(&bytes) {
-            Ok(envelope) => Box::new(envelope),
+            Ok(envelope) => envelope,
             Err(error) => {
                 let code = if error.code == proto::ErrorCode::PayloadTooLarge {
                     close_code::TOO_BIG
@@ -211,16 +258,14 @@ impl Peer {
             }
             return Read::Next;
         }
-        // Take budget before queueing: back-pressure, not memory.
-        let cost = bytes.len().max(envelope.encoded_len()).max(1);
-        let cost = cost.min(self.config.incoming_bytes).min(u32::MAX as usize) as u32;
-        match budget.clone().try_acquire_many_owned(cost) {
-            Ok(share) => Read::Queue(Incoming {
-                envelope,
-                budget: Some(share),
-            }),
-            Err(_) => Read::WaitForBudget(envelope, cost),
-        }
+        // What the envelope costs the incoming budget: a compressed frame costs what it
+        // decompressed to.
+        let cost = if bytes.starts_with(&ZSTD_MAGIC) {
+            bytes.len().max(envelope.encoded_len())
+        } else {
+            bytes.len()
+        };
+        Read::Deliver(envelope, cost)
     }
 
     /// Writes what the queue holds, a batch at a time with one flush each. Not timed: a
@@ -410,7 +455,7 @@ impl Peer {
                 .is_ok();
         if !queued {
             // No room to say goodbye: cut the connection rather than leave it open.
-            state.killed.cancel();
+            state.set_killed();
         }
     }
 }
@@ -439,10 +484,8 @@ impl Streak {
 enum Read {
     /// Nothing more: read the next frame.
     Next,
-    /// Hand this to the handler loop.
-    Queue(Incoming),
-    /// Hand this to the handler loop once the incoming budget has room for `cost`.
-    WaitForBudget(Box<proto::Envelope>, u32),
+    /// Hand this, costing this many bytes of the incoming budget, to the consumer.
+    Deliver(Box<proto::Envelope>, usize),
     /// The connection ends.
     End(Disconnect, After),
 }

@@ -13,25 +13,24 @@
 //! never grows the server's memory.
 
 use std::{
-    collections::HashMap,
     future::Future,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
+use rustc_hash::FxHashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use super::{
     connection::{Codec, Connection},
     envelope::{ConnectionId, Receipt},
     error::RpcError,
-    io::{Activity, CLOSE_GRACE},
+    io::{Activity, CLOSE_GRACE, Inbound},
     metrics::RpcMetrics,
     proto::{self, EnvelopedMessage, RequestMessage},
     queue,
@@ -143,11 +142,15 @@ pub(super) struct ConnectionState {
     pub(super) queued_bytes: AtomicUsize,
     pub(super) next_message_id: AtomicU32,
     /// Requests awaiting a response, by message id; `None` once the connection is gone.
-    pub(super) response_channels: Mutex<Option<HashMap<u32, oneshot::Sender<proto::Envelope>>>>,
-    /// Notified each time the writer takes a batch off the queue (see `send_paced`).
+    pub(super) response_channels: Mutex<Option<FxHashMap<u32, oneshot::Sender<proto::Envelope>>>>,
+    /// Notified each time the writer takes a batch off the queue, and on a kill (see
+    /// `send_paced`).
     pub(super) drained: tokio::sync::Notify,
-    /// Cancelled to cut the connection at once (slow consumer, server reset).
-    pub(super) killed: CancellationToken,
+    /// Set to cut the connection at once (slow consumer, server reset); `kill` wakes the
+    /// connection's `io` and any `send_paced` waiting on it. (A `CancellationToken` would
+    /// cost every connection another 112-byte allocation.)
+    pub(super) killed: AtomicBool,
+    pub(super) kill: tokio::sync::Notify,
     /// Why the connection was cut or failed, for the log and the disconnect metric.
     pub(super) kill_reason: Mutex<Option<(&'static str, String)>>,
 }
@@ -155,6 +158,30 @@ pub(super) struct ConnectionState {
 impl ConnectionState {
     pub(super) fn next_message_id(&self) -> u32 {
         self.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(super) fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Marks the connection killed and wakes whoever waits for it.
+    pub(super) fn set_killed(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill.notify_waiters();
+        self.drained.notify_waiters();
+    }
+
+    /// Resolves once the connection is killed.
+    pub(super) async fn killed(&self) {
+        loop {
+            let kill = self.kill.notified();
+            tokio::pin!(kill);
+            kill.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            kill.await;
+        }
     }
 }
 
@@ -199,6 +226,10 @@ impl Incoming {
     }
 }
 
+/// Takes a connection's incoming envelopes (other than responses) as they are read,
+/// inside its `io` future; see [`Peer::add_connection_direct`].
+pub type Deliver = Box<dyn FnMut(&Peer, ConnectionId, Box<proto::Envelope>) + Send>;
+
 /// How a connection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disconnect {
@@ -210,7 +241,7 @@ pub struct Disconnect {
 pub struct Peer {
     pub(super) server_id: AtomicU32,
     pub(super) next_connection_id: AtomicU32,
-    pub(super) connections: RwLock<HashMap<ConnectionId, Arc<ConnectionState>>>,
+    pub(super) connections: RwLock<FxHashMap<ConnectionId, Arc<ConnectionState>>>,
     /// The number of connections, for whoever waits for it to change.
     pub(super) count: tokio::sync::watch::Sender<usize>,
     pub(super) config: PeerConfig,
@@ -224,7 +255,7 @@ impl Peer {
         Arc::new(Peer {
             server_id: AtomicU32::new(server_id),
             next_connection_id: AtomicU32::new(1),
-            connections: RwLock::new(HashMap::new()),
+            connections: RwLock::new(FxHashMap::default()),
             count: tokio::sync::watch::Sender::new(0),
             config,
             metrics,
@@ -272,19 +303,50 @@ impl Peer {
         impl Future<Output = Disconnect> + Send + 'static + use<>,
         queue::Receiver<Incoming>,
     ) {
+        let (queue, incoming) = queue::channel(self.config.incoming_queue_messages.max(1));
+        let budget = Arc::new(Semaphore::new(
+            self.config.incoming_bytes.clamp(1, Semaphore::MAX_PERMITS),
+        ));
+        let (id, io) = self.start(connection, Inbound::Queue { queue, budget });
+        (id, io, incoming)
+    }
+
+    /// Registers a connection whose incoming envelopes (other than responses) go to
+    /// `deliver` as they are read, with no queue and no budget in between: for a
+    /// consumer that never makes the reader wait, such as the client library's inbox.
+    /// `deliver` runs inside the `io` future; it must not block.
+    pub fn add_connection_direct(
+        self: &Arc<Self>,
+        connection: Connection,
+        deliver: Deliver,
+    ) -> (
+        ConnectionId,
+        impl Future<Output = Disconnect> + Send + 'static + use<>,
+    ) {
+        self.start(connection, Inbound::Direct(deliver))
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        connection: Connection,
+        inbound: Inbound,
+    ) -> (
+        ConnectionId,
+        impl Future<Output = Disconnect> + Send + 'static + use<>,
+    ) {
         let id = ConnectionId {
             server_id: self.server_id(),
             id: self.next_connection_id.fetch_add(1, Ordering::Relaxed),
         };
         let (outgoing_tx, outgoing_rx) = queue::channel(self.config.outgoing_queue_messages.max(1));
-        let (incoming_tx, incoming_rx) = queue::channel(self.config.incoming_queue_messages.max(1));
         let state = Arc::new(ConnectionState {
             outgoing: outgoing_tx,
             queued_bytes: AtomicUsize::new(0),
             next_message_id: AtomicU32::new(1),
-            response_channels: Mutex::new(Some(HashMap::new())),
+            response_channels: Mutex::new(Some(FxHashMap::default())),
             drained: tokio::sync::Notify::new(),
-            killed: CancellationToken::new(),
+            killed: AtomicBool::new(false),
+            kill: tokio::sync::Notify::new(),
             kill_reason: Mutex::new(None),
         });
         {
@@ -303,11 +365,8 @@ impl Peer {
         let io = async move {
             let registration = registration;
             let Connection { sink, stream } = connection;
-            let budget = Arc::new(Semaphore::new(
-                peer.config.incoming_bytes.clamp(1, Semaphore::MAX_PERMITS),
-            ));
             let activity = Activity::default();
-            let reader = peer.read_loop(id, &state, stream, incoming_tx, budget, &activity);
+            let reader = peer.read_loop(id, &state, stream, inbound, &activity);
             let writer = peer.write_loop(&state, sink, outgoing_rx, &activity);
             let watchdog = peer.watchdog(&state, &activity);
             tokio::pin!(reader, writer, watchdog);
@@ -331,7 +390,7 @@ impl Peer {
                     }
                     ended
                 }
-                _ = state.killed.cancelled() => {
+                _ = state.killed() => {
                     let (kind, detail) = state.kill_reason.lock().clone()
                         .unwrap_or(("killed", String::new()));
                     Disconnect { kind, detail }
@@ -351,7 +410,7 @@ impl Peer {
             drop(registration);
             ended
         };
-        (id, io, incoming_rx)
+        (id, io)
     }
 
     /// Sends `error` (not as a response) and closes the connection with `code`: the end
@@ -383,7 +442,7 @@ impl Peer {
     /// Cuts a connection at once, without a close handshake.
     pub(super) fn kill(&self, state: &ConnectionState, kind: &'static str, detail: String) {
         state.kill_reason.lock().get_or_insert((kind, detail));
-        state.killed.cancel();
+        state.set_killed();
     }
 
     /// Queues an envelope without waiting. A full queue means a consumer that cannot
@@ -527,7 +586,7 @@ impl Peer {
     ) -> Result<(), RpcError> {
         let state = self.connection(to)?;
         let max_messages = state.outgoing.max_capacity();
-        let gone = || state.killed.is_cancelled() || !self.connections.read().contains_key(&to);
+        let gone = || state.is_killed() || !self.connections.read().contains_key(&to);
         let has_room = |state: &ConnectionState| {
             state.outgoing.len() <= max_messages / 2
                 && state.queued_bytes.load(Ordering::Relaxed)
@@ -541,10 +600,8 @@ impl Peer {
                 if has_room(&state) || gone() {
                     return;
                 }
-                tokio::select! {
-                    _ = drained => {}
-                    _ = state.killed.cancelled() => return,
-                }
+                // A kill wakes this too.
+                drained.await;
             }
         };
         if tokio::time::timeout(self.config.write_timeout, wait)
@@ -741,7 +798,7 @@ mod tests {
                     one_way: false,
                 });
                 assert!(expected.one_way, "a relayed request is marked one way");
-                assert_eq!(codec.decode(&frame).unwrap(), expected);
+                assert_eq!(*codec.decode(&frame).unwrap(), expected);
             }
         }
     }

@@ -12,7 +12,6 @@
 
 use std::{
     any::TypeId,
-    collections::HashMap,
     future::Future,
     panic::AssertUnwindSafe,
     sync::{
@@ -23,6 +22,7 @@ use std::{
 };
 
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -61,7 +61,7 @@ impl<M: RequestMessage> Response<M> {
 
 pub struct Server<S> {
     peer: Arc<Peer>,
-    handlers: HashMap<TypeId, Handler<S>>,
+    handlers: FxHashMap<TypeId, Handler<S>>,
     max_in_flight: usize,
 }
 
@@ -69,7 +69,7 @@ impl<S: Clone + Send + Sync + 'static> Server<S> {
     pub fn new(peer: Arc<Peer>, max_in_flight: usize) -> Self {
         Server {
             peer,
-            handlers: HashMap::new(),
+            handlers: FxHashMap::default(),
             max_in_flight: max_in_flight.max(1),
         }
     }

@@ -210,6 +210,7 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
             loop {
                 let stamps = if notes {
                     let update = tokio::select! {
+                        biased;
                         update = editor.recv::<proto::ChannelNotesUpdated>() => update,
                         _ = &mut stop => break,
                     };
@@ -219,6 +220,7 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
                     }
                 } else {
                     let update = tokio::select! {
+                        biased;
                         update = editor.recv::<proto::UpdateBuffer>() => update,
                         _ = &mut stop => break,
                     };
