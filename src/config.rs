@@ -124,6 +124,12 @@ pub struct Config {
     #[arg(long, env = "COLLAB_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Connections doing their connect or disconnect work (database reads and writes,
+    /// announcements) at once; the others wait their turn holding only their socket, so
+    /// a reconnect or disconnect storm costs neither memory nor database connections.
+    #[arg(long, env = "COLLAB_CONNECTION_WORK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connection_work_concurrency: u32,
+
     /// WebSocket ping interval.
     #[arg(long, env = "COLLAB_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub keepalive_interval: Duration,

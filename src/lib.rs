@@ -82,6 +82,8 @@ pub struct AppState {
     pub livekit: Option<Arc<livekit::LiveKit>>,
     /// One permit per allowed RPC connection (`--max-connections`).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Turns for connect and disconnect work (`--connection-work-concurrency`).
+    pub connection_work: Arc<tokio::sync::Semaphore>,
     /// Turns for project join streams (`collab::projects::MAX_JOIN_STREAMS`).
     pub join_streams: tokio::sync::Semaphore,
 }

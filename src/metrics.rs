@@ -13,6 +13,8 @@ pub struct Metrics {
     pub users_online: IntGauge,
     /// RPC upgrades refused because `--max-connections` was reached.
     pub connections_refused: prometheus::IntCounter,
+    /// Connections waiting for a turn to do their connect or disconnect work.
+    pub connection_work_waiting: IntGauge,
     /// Shared projects with collaborators connected to this server.
     pub shared_projects: IntGauge,
     /// Collaborator connections of those projects.
@@ -65,6 +67,11 @@ impl Metrics {
         let connections_refused = prometheus::IntCounter::new(
             "collab_rpc_connections_refused_total",
             "RPC upgrades refused because the connection limit was reached",
+        )
+        .unwrap();
+        let connection_work_waiting = IntGauge::new(
+            "collab_connection_work_waiting",
+            "Connections waiting for a turn to do their connect or disconnect work",
         )
         .unwrap();
         let shared_projects = IntGauge::new(
@@ -200,12 +207,16 @@ impl Metrics {
         registry
             .register(Box::new(connections_refused.clone()))
             .unwrap();
+        registry
+            .register(Box::new(connection_work_waiting.clone()))
+            .unwrap();
         registry.register(Box::new(db_retries.clone())).unwrap();
         Metrics {
             registry,
             rpc,
             users_online,
             connections_refused,
+            connection_work_waiting,
             shared_projects,
             project_collaborators,
             buffer_operations_relayed,

@@ -151,6 +151,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         rooms: Default::default(),
         livekit,
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        connection_work: Arc::new(tokio::sync::Semaphore::new(
+            config.connection_work_concurrency as usize,
+        )),
         join_streams: tokio::sync::Semaphore::new(collab::projects::MAX_JOIN_STREAMS),
         config,
     });

@@ -248,3 +248,67 @@ async fn an_unreachable_database_gets_503_not_401() {
         .expect("refused");
     assert_eq!(http_status(refused).0, 503);
 }
+
+/// While every turn for connect work is taken (a reconnect storm), a new connection is
+/// upgraded and waits, counted, with no Hello yet; a client that speaks first is not
+/// lost. When a turn frees, each gets its Hello first, then its answers.
+#[tokio::test]
+async fn connections_wait_their_turn_for_connect_work() {
+    use common::raw::{next_envelope, ping_envelope, raw_connect};
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = TestServer::start_with(Backend::Sqlite, |config| {
+        config.connection_work_concurrency = 1
+    })
+    .await;
+    let waiting = || server.state.metrics.connection_work_waiting.get();
+    // The test holds the only turn.
+    let turn = server
+        .state
+        .connection_work
+        .clone()
+        .acquire_owned()
+        .await
+        .unwrap();
+
+    let token = server.token("alice").await;
+    let url = server.rpc_url();
+    let alice = tokio::spawn(async move { Client::connect(&url, &token).await });
+    // Bob speaks before he is greeted.
+    let mut bob = raw_connect(&server, "bob").await;
+    bob.send(Message::Binary(ping_envelope(7).into()))
+        .await
+        .unwrap();
+    common::within("both connections to wait for a turn", async {
+        while waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(server.state.peer.connection_count(), 2, "both are upgraded");
+    assert!(!alice.is_finished(), "no Hello while the turn is taken");
+
+    drop(turn);
+    let alice = alice
+        .await
+        .unwrap()
+        .expect("alice is greeted once a turn frees");
+    alice.request(proto::Ping {}).await.unwrap();
+    let hello = next_envelope(&mut bob, |_| true).await;
+    assert!(
+        matches!(hello.payload, Some(proto::envelope::Payload::Hello(_))),
+        "Hello comes first: {hello:?}"
+    );
+    let ack = next_envelope(&mut bob, |e| e.responding_to.is_some()).await;
+    assert_eq!(ack.responding_to, Some(7), "bob's early ping is answered");
+    assert_eq!(waiting(), 0);
+
+    // Disconnect work takes turns too, and gives them back.
+    drop(alice);
+    drop(bob);
+    server.until_connections(0).await;
+    let carol = server.client("carol").await;
+    carol.request(proto::Ping {}).await.unwrap();
+    server.stop().await;
+}

@@ -118,6 +118,9 @@ pub async fn rpc_upgrade(
 /// The life of one connection, in one task: the connect work, then the socket's reader
 /// and writer (`io`) side by side with the handler loop, then the disconnect work.
 ///
+/// The connect and disconnect work wait for a turn (`in_turn`), so a storm of either
+/// is bounded in memory and database load.
+///
 /// This future lives as long as the connection, so its size is paid by every idle
 /// connection. Hence one task (not one for `io` and one for the handlers), the connect
 /// and disconnect work boxed, and combinators rather than an `async fn`: a generator
@@ -134,13 +137,10 @@ fn run_connection(
     let (connection_id, io, incoming) = state.peer.add_connection(Connection::from_axum(socket));
     let user_id = principal.user_id();
     tracing::info!(connection = %connection_id, user = %user_id, login = %principal.user().login, "connected");
-    let greet = Box::pin(connected(
-        state.clone(),
-        connection_id,
-        user_id,
-        version,
-        jti,
-    ));
+    let greet = in_turn(&state, {
+        let state = state.clone();
+        move || connected(state, connection_id, user_id, version, jti)
+    });
     greet.then(move |greeted| {
         let session = Session {
             connection_id,
@@ -165,9 +165,48 @@ fn run_connection(
                     detail: "connection io panicked".into(),
                 }
             });
-            Box::pin(disconnected(state, connection_id, user_id, ended))
+            let app = state.clone();
+            in_turn(&app, move || {
+                disconnected(state, connection_id, user_id, ended)
+            })
         })
     })
+}
+
+/// Runs the work `make` creates once one of the `--connection-work-concurrency` turns is
+/// free. The work's future (database queries and all) is created and boxed only then:
+/// when thousands of clients reconnect or drop at once, each waiting connection holds a
+/// place in the semaphore's queue, not a few KiB of pending queries.
+fn in_turn<Work, Make>(
+    state: &Arc<AppState>,
+    make: Make,
+) -> impl Future<Output = Work::Output> + Send + 'static + use<Work, Make>
+where
+    Work: Future + Send + 'static,
+    Make: FnOnce() -> Work + Send + 'static,
+{
+    /// Counts a waiting connection until its turn comes or it is dropped.
+    struct Waiting(prometheus::IntGauge);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            self.0.dec();
+        }
+    }
+    let waiting = Waiting(state.metrics.connection_work_waiting.clone());
+    waiting.0.inc();
+    state
+        .connection_work
+        .clone()
+        .acquire_owned()
+        .then(move |turn| {
+            drop(waiting);
+            // The semaphore is never closed; without a turn the work still runs.
+            let turn = turn.ok();
+            Box::pin(make()).map(move |output| {
+                drop(turn);
+                output
+            })
+        })
 }
 
 /// The handler loop, once the connection is greeted; on shutdown, a close.

@@ -21,7 +21,7 @@ pub async fn connection_lost(
 ) -> Result<()> {
     super::project_lifecycle::connection_lost(app, connection).await?;
     app.rooms.leave(app, connection);
-    if app.pool.user_connections(user).is_empty() {
+    if !app.pool.is_online(user) {
         end_call_to_unreachable(app, user).await?;
     }
     let Some(row) = app.db.room_of_connection(connection).await? else {
