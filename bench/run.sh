@@ -413,17 +413,25 @@ def running(pid):
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-most, rss_at_most = 0, None
+# Every RSS sample taken while the most connections were open. The figure is their
+# median: the first samples still hold what the connect burst freed (the allocator
+# returns it within seconds), and the last may already see the first client process
+# closing its connections.
+most, at_most = 0, []
 while any(running(pid) for pid in clients):
     try:
         with urllib.request.urlopen(f"http://{addr}/stats", timeout=2) as response:
             connections = json.load(response).get("connections", 0)
     except Exception:
         connections = 0
-    if connections >= most:
-        most, rss_at_most = connections, status_kib("VmRSS:")
+    rss = status_kib("VmRSS:")
+    if connections > most:
+        most, at_most = connections, []
+    if connections == most and rss is not None:
+        at_most.append(rss)
     time.sleep(0.5)
 before = int(rss_before) if rss_before else None
+rss_at_most = sorted(at_most)[len(at_most) // 2] if at_most else None
 per = (rss_at_most - before) / most if most and rss_at_most and before is not None else None
 print("RESULT " + json.dumps({
     "scenario": "idle-total",
@@ -432,6 +440,9 @@ print("RESULT " + json.dumps({
     "stats_connections_max": most,
     "server_rss_before_kib": before,
     "server_rss_at_max_kib": rss_at_most,
+    "server_rss_at_max_samples": len(at_most),
+    "server_rss_at_max_min_kib": min(at_most) if at_most else None,
+    "server_rss_at_max_max_kib": max(at_most) if at_most else None,
     "server_rss_peak_kib": status_kib("VmHWM:"),
     "server_kib_per_connection": per,
 }))
