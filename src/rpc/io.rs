@@ -157,7 +157,10 @@ impl Peer {
         cost: usize,
         budget: &Arc<Semaphore>,
     ) -> Result<Incoming, (Box<proto::Envelope>, u32)> {
-        let cost = cost.clamp(1, self.config.incoming_bytes.min(u32::MAX as usize)) as u32;
+        // At least 1, at most the whole budget (which may be configured below 1).
+        let cost = cost
+            .min(self.config.incoming_bytes)
+            .clamp(1, u32::MAX as usize) as u32;
         match budget.clone().try_acquire_many_owned(cost) {
             Ok(share) => Ok(Incoming {
                 envelope,
