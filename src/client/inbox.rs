@@ -89,6 +89,21 @@ impl Inbox {
         self.slots.lock().get_mut(&type_id)?.queue.pop_front()
     }
 
+    /// Moves up to `max` waiting messages of `type_id`, oldest first, into `out`.
+    // Boxed as the slot holds them: moving a box does not copy the 256-byte envelope.
+    #[allow(clippy::vec_box)]
+    pub(super) fn take_up_to(
+        &self,
+        type_id: TypeId,
+        max: usize,
+        out: &mut Vec<Box<proto::Envelope>>,
+    ) {
+        if let Some(slot) = self.slots.lock().get_mut(&type_id) {
+            let count = max.min(slot.queue.len());
+            out.extend(slot.queue.drain(..count));
+        }
+    }
+
     pub(super) fn close(&self, ended: Disconnect) {
         *self.ended.lock() = Some(ended);
         self.closed.store(true, Ordering::SeqCst);
@@ -303,6 +318,33 @@ mod tests {
             panic!("a closed inbox reports Disconnected");
         };
         assert_eq!(error.code, proto::ErrorCode::Disconnected);
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_messages_up_to_its_size() {
+        let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
+        let inbox = Inbox::default();
+        for n in 1..=5 {
+            inbox.deliver(
+                &peer,
+                ConnectionId {
+                    server_id: 0,
+                    id: 1,
+                },
+                update(n),
+                8,
+            );
+        }
+        let type_id = TypeId::of::<proto::UpdateContacts>();
+        let mut batch = Vec::new();
+        inbox.take_up_to(type_id, 3, &mut batch);
+        assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+        batch.clear();
+        inbox.take_up_to(type_id, 10, &mut batch);
+        assert_eq!(batch.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 5]);
+        batch.clear();
+        inbox.take_up_to(type_id, 10, &mut batch);
+        assert!(batch.is_empty());
     }
 
     #[test]

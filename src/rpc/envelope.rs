@@ -94,12 +94,21 @@ pub fn into_typed<T: EnvelopedMessage>(
     sender_id: ConnectionId,
     envelope: proto::Envelope,
 ) -> Option<TypedEnvelope<T>> {
+    into_typed_at(sender_id, envelope, Instant::now())
+}
+
+/// Like `into_typed`, with the time it was received (one clock read for a batch).
+pub fn into_typed_at<T: EnvelopedMessage>(
+    sender_id: ConnectionId,
+    envelope: proto::Envelope,
+    received_at: Instant,
+) -> Option<TypedEnvelope<T>> {
     let payload = T::from_payload(envelope.payload?)?;
     Some(TypedEnvelope {
         sender_id,
         original_sender_id: envelope.original_sender_id.map(Into::into),
         message_id: envelope.id,
         payload,
-        received_at: Instant::now(),
+        received_at,
     })
 }

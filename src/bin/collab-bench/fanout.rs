@@ -169,7 +169,7 @@ fn notes_update(doc: &Mutex<yrs::Doc>, channel: u64) -> proto::UpdateChannelNote
 }
 
 /// The send times inside a notes update's inserted text.
-fn stamps(update: &[u8]) -> Vec<u64> {
+fn notes_stamps(update: &[u8]) -> Vec<u64> {
     let mut found = Vec::new();
     let mut rest = update;
     while let Some(at) = rest.windows(2).position(|w| w == b"@@") {
@@ -207,36 +207,41 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
             // receiving side more than the server's relay does.
             let stop = tokio::time::sleep_until((deadline + drain).into());
             tokio::pin!(stop);
+            // Taken in batches, as an editor applying a burst of remote edits would:
+            // one lock, one wakeup and one clock read per burst.
+            let mut stamps = Vec::new();
             loop {
-                let stamps = if notes {
-                    let update = tokio::select! {
+                stamps.clear();
+                if notes {
+                    let updates = tokio::select! {
                         biased;
-                        update = editor.recv::<proto::ChannelNotesUpdated>() => update,
+                        updates = editor.recv_batch::<proto::ChannelNotesUpdated>(256) => updates,
                         _ = &mut stop => break,
                     };
-                    match update {
-                        Ok(update) => stamps(&update.payload.update),
-                        Err(_) => break,
+                    let Ok(updates) = updates else { break };
+                    for update in updates {
+                        stamps.extend(notes_stamps(&update.payload.update));
                     }
                 } else {
-                    let update = tokio::select! {
+                    let updates = tokio::select! {
                         biased;
-                        update = editor.recv::<proto::UpdateBuffer>() => update,
+                        updates = editor.recv_batch::<proto::UpdateBuffer>(256) => updates,
                         _ = &mut stop => break,
                     };
-                    match update {
-                        Ok(update) => update
-                            .payload
-                            .operations
-                            .iter()
-                            .filter_map(|op| op.data.get(..8))
-                            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-                            .collect(),
-                        Err(_) => break,
+                    let Ok(updates) = updates else { break };
+                    for update in updates {
+                        stamps.extend(
+                            update
+                                .payload
+                                .operations
+                                .iter()
+                                .filter_map(|op| op.data.get(..8))
+                                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
+                        );
                     }
-                };
+                }
                 let now = now_micros();
-                for stamp in stamps {
+                for &stamp in &stamps {
                     mine.record_micros(now.saturating_sub(stamp));
                 }
             }
