@@ -230,3 +230,56 @@ async fn large_requests_wait_for_the_incoming_byte_budget() {
         "the reader waited for budget"
     );
 }
+
+/// A burst longer than one write batch (256 envelopes) queued at once reaches the other
+/// side whole and in order: the writer flushes a full batch and takes the rest after it.
+#[tokio::test]
+async fn a_burst_longer_than_a_write_batch_arrives_whole_and_in_order() {
+    const BURST: u64 = 1000;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Peer::new(1, PeerConfig::default(), RpcMetrics::new(None));
+    let (accepted, id) = tokio::sync::oneshot::channel();
+    let serving = server.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        let (id, io, incoming) = serving.add_connection(Connection::from_tungstenite(socket));
+        tokio::spawn(io);
+        accepted.send((id, incoming)).ok();
+    });
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}"))
+        .await
+        .unwrap();
+    let client = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
+    let (_, io, mut incoming) = client.add_connection(Connection::from_tungstenite(socket));
+    tokio::spawn(io);
+    let (id, _server_incoming) = id.await.unwrap();
+
+    // Queued without yielding: on this single-threaded runtime the writer sees them all
+    // at once.
+    for n in 0..BURST {
+        let update = proto::UpdateContacts {
+            outgoing_requests: vec![n],
+            ..Default::default()
+        };
+        server.send(id, update).unwrap();
+    }
+    let received = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut received = Vec::new();
+        while (received.len() as u64) < BURST {
+            let envelope = incoming
+                .recv()
+                .await
+                .expect("connection open")
+                .into_envelope();
+            if let Some(proto::envelope::Payload::UpdateContacts(update)) = envelope.payload {
+                received.extend(update.outgoing_requests);
+            }
+        }
+        received
+    })
+    .await
+    .expect("the whole burst arrives");
+    assert_eq!(received, (0..BURST).collect::<Vec<_>>());
+}

@@ -296,7 +296,7 @@ impl Peer {
             // Feed a batch into the socket's write buffer, then flush once: one syscall
             // per batch instead of one per message.
             let mut close = None;
-            for _ in 0..MAX_BATCH {
+            for taken in 1..=MAX_BATCH {
                 // `None`: an envelope that cannot be encoded, logged and skipped.
                 let written = match item {
                     Outgoing::Envelope { envelope, bytes } => {
@@ -344,6 +344,10 @@ impl Peer {
                         Sent::Shared(envelope) => envelope.count_sent(),
                         Sent::Uncounted => {}
                     }
+                }
+                // A full batch takes nothing more: an item taken now would be dropped.
+                if taken == MAX_BATCH {
+                    break;
                 }
                 match outgoing.try_recv() {
                     Some(next) => item = next,
