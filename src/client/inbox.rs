@@ -320,11 +320,11 @@ mod tests {
         assert_eq!(error.code, proto::ErrorCode::Disconnected);
     }
 
-    #[test]
-    fn a_batch_takes_the_oldest_messages_up_to_its_size() {
+    /// An inbox that was delivered updates 1..=`count`, keeping at most `capacity`.
+    fn with_updates(count: u64, capacity: usize) -> Inbox {
         let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
         let inbox = Inbox::default();
-        for n in 1..=5 {
+        for n in 1..=count {
             inbox.deliver(
                 &peer,
                 ConnectionId {
@@ -332,9 +332,15 @@ mod tests {
                     id: 1,
                 },
                 update(n),
-                8,
+                capacity,
             );
         }
+        inbox
+    }
+
+    #[test]
+    fn a_batch_takes_the_oldest_messages_up_to_its_size() {
+        let inbox = with_updates(5, 8);
         let type_id = TypeId::of::<proto::UpdateContacts>();
         let mut batch = Vec::new();
         inbox.take_up_to(type_id, 3, &mut batch);
@@ -349,19 +355,7 @@ mod tests {
 
     #[test]
     fn a_full_inbox_drops_the_oldest_and_counts_it() {
-        let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
-        let inbox = Inbox::default();
-        for n in 1..=5 {
-            inbox.deliver(
-                &peer,
-                ConnectionId {
-                    server_id: 0,
-                    id: 1,
-                },
-                update(n),
-                3,
-            );
-        }
+        let inbox = with_updates(5, 3);
         assert_eq!(inbox.dropped.load(Ordering::SeqCst), 2);
         let kept: Vec<u32> =
             std::iter::from_fn(|| inbox.take(TypeId::of::<proto::UpdateContacts>()))
