@@ -56,7 +56,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(db_retries: &prometheus::IntCounter) -> Self {
+    pub fn new(db_retries: &prometheus::IntCounter, db_writers_waiting: &IntGauge) -> Self {
         let registry = Registry::new();
         let rpc = RpcMetrics::new(Some(&registry));
         let users_online = IntGauge::new(
@@ -211,6 +211,9 @@ impl Metrics {
             .register(Box::new(connection_work_waiting.clone()))
             .unwrap();
         registry.register(Box::new(db_retries.clone())).unwrap();
+        registry
+            .register(Box::new(db_writers_waiting.clone()))
+            .unwrap();
         Metrics {
             registry,
             rpc,

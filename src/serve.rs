@@ -102,7 +102,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let server_id = db
         .register_server(&hostname, env!("CARGO_PKG_VERSION"))
         .await?;
-    let metrics = Metrics::new(&db.retries);
+    let metrics = Metrics::new(&db.retries, &db.writers_waiting);
     let livekit = crate::livekit::LiveKit::from_config(&config);
     if let Some(livekit) = &livekit {
         metrics

@@ -16,6 +16,7 @@ impl Database {
         is_admin: bool,
         expires_at: DateTime<Utc>,
     ) -> Result<()> {
+        let _turn = self.write_turn().await;
         access_token::ActiveModel {
             jti: Set(jti.to_string()),
             user_id: Set(user_id),
@@ -47,6 +48,7 @@ impl Database {
         }
         let mut active: access_token::ActiveModel = token.into();
         active.revoked_at = Set(Some(Utc::now()));
+        let _turn = self.write_turn().await;
         Ok(active.update(&self.conn).await?)
     }
 

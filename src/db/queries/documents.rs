@@ -60,14 +60,17 @@ impl Database {
         if let Some(found) = find().await? {
             return Ok(found);
         }
-        let inserted = document::ActiveModel {
-            name: Set(name.to_string()),
-            epoch: Set(0),
-            created_at: Set(Utc::now()),
-            ..Default::default()
-        }
-        .insert(&self.conn)
-        .await;
+        let inserted = {
+            let _turn = self.write_turn().await;
+            document::ActiveModel {
+                name: Set(name.to_string()),
+                epoch: Set(0),
+                created_at: Set(Utc::now()),
+                ..Default::default()
+            }
+            .insert(&self.conn)
+            .await
+        };
         match inserted {
             Ok(document) => Ok(document),
             // Created concurrently (another server, another request): use that one.
@@ -119,6 +122,7 @@ impl Database {
             ..Default::default()
         });
         // One multi-row INSERT: a round trip per row cost PostgreSQL most of its time.
+        let _turn = self.write_turn().await;
         let tx = self.conn.begin().await?;
         let mut ids = update::Entity::insert_many(rows)
             .exec_with_returning_keys(&tx)

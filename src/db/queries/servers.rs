@@ -9,6 +9,7 @@ use crate::error::Result;
 impl Database {
     pub async fn register_server(&self, hostname: &str, version: &str) -> Result<ServerId> {
         let now = Utc::now();
+        let _turn = self.write_turn().await;
         let row = server::ActiveModel {
             hostname: Set(hostname.to_string()),
             version: Set(version.to_string()),
@@ -23,6 +24,7 @@ impl Database {
     }
 
     pub async fn server_heartbeat(&self, id: ServerId) -> Result<()> {
+        let _turn = self.write_turn().await;
         server::ActiveModel {
             id: Set(id),
             heartbeat_at: Set(Utc::now()),
@@ -35,6 +37,7 @@ impl Database {
 
     pub async fn mark_server_stopped(&self, id: ServerId) -> Result<()> {
         let now = Utc::now();
+        let _turn = self.write_turn().await;
         server::ActiveModel {
             id: Set(id),
             heartbeat_at: Set(now),
