@@ -90,6 +90,32 @@ impl Cluster {
         self.route(to)?.send_shared(to, envelope)
     }
 
+    /// Like `send_shared` for each of `to` (see `Peer::send_shared_each`); returns how
+    /// many it was queued for.
+    pub fn send_shared_each(
+        &self,
+        to: impl IntoIterator<Item = ConnectionId>,
+        envelope: &SharedEnvelope,
+        mut skipped: impl FnMut(ConnectionId, RpcError),
+    ) -> usize {
+        let server = self.peer.server_id();
+        let mut elsewhere = Vec::new();
+        let local = to.into_iter().filter(|id| {
+            let here = id.server_id == server;
+            if !here {
+                elsewhere.push(*id);
+            }
+            here
+        });
+        let sent = self.peer.send_shared_each(local, envelope, &mut skipped);
+        for id in elsewhere {
+            if let Err(error) = self.route(id) {
+                skipped(id, error);
+            }
+        }
+        sent
+    }
+
     /// Sends `message` to each connection, encoded once. A failure for one receiver
     /// (gone, too slow) is logged and does not stop the others.
     pub fn broadcast<M: EnvelopedMessage>(
@@ -108,10 +134,8 @@ impl Cluster {
                 return;
             }
         };
-        for receiver in to {
-            if let Err(error) = self.send_shared(receiver, &shared) {
-                tracing::debug!(%receiver, %error, message = M::NAME, "broadcast skipped a receiver");
-            }
-        }
+        self.send_shared_each(to, &shared, |receiver, error| {
+            tracing::debug!(%receiver, %error, message = M::NAME, "broadcast skipped a receiver");
+        });
     }
 }

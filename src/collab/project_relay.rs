@@ -258,26 +258,29 @@ impl ProjectRelay {
         }
         // Encoded once for every receiver (see `SharedEnvelope`).
         let shared = cluster.share(message.clone(), Some(from))?;
-        let mut sent = 0;
-        for member in share.members.iter().filter(|m| m.connection != from) {
-            if let Some(catch_up) = &member.catch_up {
+        // Members still catching up get it after their catch-up; the rest at once.
+        let mut deferred = 0;
+        let receivers = share
+            .members
+            .iter()
+            .filter(|m| m.connection != from)
+            .filter_map(|member| {
+                let Some(catch_up) = &member.catch_up else {
+                    return Some(member.connection);
+                };
                 let (to, shared) = (member.connection, shared.clone());
                 catch_up.defer(Box::new(move |cluster: &Cluster| {
                     if let Err(error) = cluster.send_shared(to, &shared) {
                         tracing::debug!(receiver = %to, %error, "deferred relay skipped a receiver");
                     }
                 }));
-                sent += 1;
-                continue;
-            }
-            match cluster.send_shared(member.connection, &shared) {
-                Ok(()) => sent += 1,
-                Err(error) => {
-                    tracing::debug!(receiver = %member.connection, %error, message = M::NAME, "relay skipped a receiver")
-                }
-            }
-        }
-        Ok(sent)
+                deferred += 1;
+                None
+            });
+        let sent = cluster.send_shared_each(receivers, &shared, |receiver, error| {
+            tracing::debug!(%receiver, %error, message = M::NAME, "relay skipped a receiver");
+        });
+        Ok(sent + deferred)
     }
 
     /// `message` from a member to every other member, whatever the sender's role (the

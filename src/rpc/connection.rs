@@ -216,15 +216,17 @@ impl Codec {
         Ok(bytes)
     }
 
-    /// Decodes one frame's bytes, straight into the box the envelope travels in. A
+    /// Decodes one frame's bytes, straight into the box the envelope travels in. Its
+    /// `bytes` fields (buffer operations, updates) are slices of the frame, not copies. A
     /// compressed frame is inflated through a reader that stops one byte past the cap, so
     /// a small "zip bomb" costs at most the cap.
-    pub fn decode(&self, bytes: &[u8]) -> Result<Box<proto::Envelope>, RpcError> {
+    pub fn decode(&self, bytes: impl Into<Bytes>) -> Result<Box<proto::Envelope>, RpcError> {
+        let bytes: Bytes = bytes.into();
         if bytes.len() > self.max_frame_bytes {
             return Err(too_large(bytes.len(), self.max_frame_bytes));
         }
         if bytes.starts_with(&ZSTD_MAGIC) {
-            let decoder = zstd::stream::read::Decoder::new(bytes)
+            let decoder = zstd::stream::read::Decoder::new(&bytes[..])
                 .map_err(|error| invalid_frame(format!("bad zstd frame: {error}")))?;
             let mut inflated =
                 Vec::with_capacity(bytes.len().saturating_mul(4).min(self.max_frame_bytes));
@@ -242,14 +244,14 @@ impl Codec {
                 )
                 .with_tag("max_frame_bytes", self.max_frame_bytes));
             }
-            decode_envelope(&inflated)
+            decode_envelope(inflated.into())
         } else {
             decode_envelope(bytes)
         }
     }
 }
 
-fn decode_envelope(bytes: &[u8]) -> Result<Box<proto::Envelope>, RpcError> {
+fn decode_envelope(bytes: Bytes) -> Result<Box<proto::Envelope>, RpcError> {
     // Merged in place: an `Envelope` is 256 bytes, and every delivery decodes one.
     let mut envelope = Box::<proto::Envelope>::default();
     envelope
@@ -293,11 +295,11 @@ mod tests {
         let mut scratch = Vec::new();
         let small = codec.encode(&envelope_with(10), &mut scratch).unwrap();
         assert!(!small.starts_with(&ZSTD_MAGIC));
-        assert_eq!(*codec.decode(&small).unwrap(), envelope_with(10));
+        assert_eq!(*codec.decode(small.clone()).unwrap(), envelope_with(10));
         let large = codec.encode(&envelope_with(100_000), &mut scratch).unwrap();
         assert!(large.starts_with(&ZSTD_MAGIC));
         assert!(large.len() < 1000);
-        assert_eq!(*codec.decode(&large).unwrap(), envelope_with(100_000));
+        assert_eq!(*codec.decode(large).unwrap(), envelope_with(100_000));
     }
 
     #[test]
@@ -320,7 +322,7 @@ mod tests {
         };
         let bomb = zstd::bulk::compress(&vec![0u8; 10 * 1024 * 1024], 3).unwrap();
         assert!(bomb.len() < codec.max_frame_bytes);
-        let error = codec.decode(&bomb).unwrap_err();
+        let error = codec.decode(bomb).unwrap_err();
         assert_eq!(error.code, proto::ErrorCode::PayloadTooLarge);
     }
 
@@ -328,13 +330,13 @@ mod tests {
     fn garbage_and_truncated_frames_are_invalid_requests() {
         let codec = Codec::default();
         assert_eq!(
-            codec.decode(&[0xff, 0xff, 0xff]).unwrap_err().code,
+            codec.decode(vec![0xff, 0xff, 0xff]).unwrap_err().code,
             proto::ErrorCode::InvalidRequest
         );
         let mut truncated = ZSTD_MAGIC.to_vec();
         truncated.extend_from_slice(&[1, 2, 3]);
         assert_eq!(
-            codec.decode(&truncated).unwrap_err().code,
+            codec.decode(truncated).unwrap_err().code,
             proto::ErrorCode::InvalidRequest
         );
     }

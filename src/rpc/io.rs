@@ -226,7 +226,10 @@ impl Peer {
                 return Read::End(closed("closed by peer"), After::Nothing);
             }
         };
-        let envelope = match self.config.codec.decode(&bytes) {
+        // What the envelope costs the incoming budget: a compressed frame costs what it
+        // decompressed to.
+        let (compressed, frame_len) = (bytes.starts_with(&ZSTD_MAGIC), bytes.len());
+        let envelope = match self.config.codec.decode(bytes) {
             Ok(envelope) => envelope,
             Err(error) => {
                 let code = if error.code == proto::ErrorCode::PayloadTooLarge {
@@ -261,12 +264,10 @@ impl Peer {
             }
             return Read::Next;
         }
-        // What the envelope costs the incoming budget: a compressed frame costs what it
-        // decompressed to.
-        let cost = if bytes.starts_with(&ZSTD_MAGIC) {
-            bytes.len().max(envelope.encoded_len())
+        let cost = if compressed {
+            frame_len.max(envelope.encoded_len())
         } else {
-            bytes.len()
+            frame_len
         };
         Read::Deliver(envelope, cost)
     }

@@ -568,6 +568,37 @@ impl Peer {
         self.enqueue_item(to, &state, item, envelope.queued_bytes())
     }
 
+    /// Sends an envelope encoded by `share` to each of `to`, looking the connections up
+    /// under one read of the table (a relay's hot path: one lookup per receiver was 4 %
+    /// of the server's time at the fan-out peak). Returns how many it was queued for; a
+    /// receiver that is gone or too slow goes to `skipped` and does not stop the others.
+    pub fn send_shared_each(
+        &self,
+        to: impl IntoIterator<Item = ConnectionId>,
+        envelope: &SharedEnvelope,
+        mut skipped: impl FnMut(ConnectionId, RpcError),
+    ) -> usize {
+        let connections = self.connections.read();
+        let mut sent = 0;
+        for id in to {
+            let outcome = match connections.get(&id) {
+                Some(state) => {
+                    let item = Outgoing::Shared {
+                        id: state.next_message_id(),
+                        envelope: envelope.clone(),
+                    };
+                    self.enqueue_item(id, state, item, envelope.queued_bytes())
+                }
+                None => Err(RpcError::disconnected()),
+            };
+            match outcome {
+                Ok(()) => sent += 1,
+                Err(error) => skipped(id, error),
+            }
+        }
+        sent
+    }
+
     /// A request type sent without waiting for an answer is marked, so the receiver
     /// handles it as a message.
     fn one_way(mut envelope: proto::Envelope) -> proto::Envelope {
@@ -798,7 +829,7 @@ mod tests {
                     one_way: false,
                 });
                 assert!(expected.one_way, "a relayed request is marked one way");
-                assert_eq!(*codec.decode(&frame).unwrap(), expected);
+                assert_eq!(*codec.decode(frame.clone()).unwrap(), expected);
             }
         }
     }

@@ -44,7 +44,7 @@ pub async fn next_envelope(
         loop {
             match socket.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    let envelope = *Codec::default().decode(&bytes).unwrap();
+                    let envelope = *Codec::default().decode(bytes).unwrap();
                     if pick(&envelope) {
                         return envelope;
                     }
@@ -114,7 +114,7 @@ pub async fn next_envelope_stream(
         loop {
             match stream.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
-                    let envelope = Codec::default().decode(&bytes).unwrap();
+                    let envelope = Codec::default().decode(bytes).unwrap();
                     if let Some(proto::envelope::Payload::Error(error)) = envelope.payload {
                         return error;
                     }
