@@ -220,7 +220,9 @@ pub struct Config {
     #[arg(long, env = "COLLAB_DOC_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
     pub doc_idle_timeout: Duration,
 
-    /// A document's update log is compacted into a snapshot past this many updates.
+    /// A document's update log is compacted into a snapshot once it has this many
+    /// updates and is at least as large as the snapshot (so compaction's cost stays
+    /// proportional to the edits), and when the document goes idle.
     #[arg(long, env = "COLLAB_COMPACTION_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     pub compaction_threshold: u64,
 

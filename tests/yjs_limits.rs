@@ -248,3 +248,60 @@ async fn compaction_writes_a_snapshot_that_survives_a_restart(backend: Backend) 
     server.stop().await;
 }
 db_test!(compaction_writes_a_snapshot_that_survives_a_restart);
+
+/// The newest snapshot once one holds exactly `text`.
+async fn snapshot_of(server: &TestServer, text: &str) -> document_snapshot::Model {
+    // Compaction runs in the background and signals nothing: poll the table.
+    within("a snapshot of the whole text", async {
+        loop {
+            let newest = snapshots(server).await.into_iter().max_by_key(|r| r.epoch);
+            if let Some(row) = newest.filter(|row| text_of_update(&row.state) == text) {
+                return row;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await
+}
+
+/// Compaction rewrites the whole snapshot, so once a document has a large one, small
+/// edits stay in the log (past `compaction_threshold` of them) until the log is as
+/// large as the snapshot; then one compaction takes them all. (The rule itself is
+/// `compaction::due`'s unit test; this checks the sizes it is given are kept.)
+async fn a_large_snapshot_is_rewritten_once_the_log_is_as_large(backend: Backend) {
+    let server = TestServer::start_with(backend, |config| config.compaction_threshold = 10).await;
+    let name = "notes/proportional";
+    let mut alice = YjsClient::join(&server, name, "alice").await;
+    let mut bob = YjsClient::join(&server, name, "bob").await;
+
+    // Ten updates, the first of 8 KiB: no snapshot yet, so the tenth compacts.
+    let mut expected = "x".repeat(8 * 1024);
+    alice.push(&expected).await;
+    for i in 0..9 {
+        let edit = format!("{i};");
+        alice.push(&edit).await;
+        expected.push_str(&edit);
+    }
+    bob.wait_text(&expected).await;
+    assert_eq!(snapshot_of(&server, &expected).await.epoch, 1);
+
+    // Thirty small edits, three times the threshold but far fewer bytes than the
+    // snapshot: no compaction.
+    for i in 0..30 {
+        let edit = format!("{i:02},");
+        alice.push(&edit).await;
+        expected.push_str(&edit);
+    }
+    // Then 9 KiB more: the log outgrows the snapshot, and one compaction merges it all.
+    let large = "y".repeat(9 * 1024);
+    alice.push(&large).await;
+    expected.push_str(&large);
+    bob.wait_text(&expected).await;
+    let snapshot = snapshot_of(&server, &expected).await;
+    assert_eq!(snapshot.epoch, 2, "one compaction after the first");
+
+    alice.close().await;
+    bob.close().await;
+    server.stop().await;
+}
+db_test!(a_large_snapshot_is_rewritten_once_the_log_is_as_large);

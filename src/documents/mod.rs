@@ -9,8 +9,9 @@
 //!   document's subscribers, whose clients then resync what was lost.
 //! - Awareness (cursors) lives in memory only.
 //! - A document nobody uses leaves memory after `--doc-idle-timeout`, once its writes
-//!   are committed; past `--compaction-threshold` updates, or when it goes idle, its log
-//!   is merged into a snapshot in the background ([`compaction`]).
+//!   are committed; when its log has `--compaction-threshold` updates and is as large as
+//!   its snapshot, or when it goes idle, the log is merged into a snapshot in the
+//!   background ([`compaction`]).
 
 pub mod compaction;
 pub mod writer;
@@ -90,13 +91,24 @@ pub struct Document {
     pending_writes: AtomicUsize,
     /// Updates committed since the last snapshot (or load).
     since_snapshot: AtomicU64,
+    /// Their bytes, and the snapshot's: compaction waits until the log is as large as
+    /// the snapshot it rewrites (see `compaction::due`).
+    log_bytes: AtomicU64,
+    snapshot_bytes: AtomicU64,
     compacting: AtomicBool,
     /// A commit failed: the in-memory state may hold what the log does not.
     poisoned: AtomicBool,
 }
 
+/// A loaded document's log after its snapshot, and the snapshot's size.
+struct LogSize {
+    updates: u64,
+    bytes: u64,
+    snapshot_bytes: u64,
+}
+
 impl Document {
-    fn new(id: DocumentId, name: String, doc: Doc, since_snapshot: u64) -> Self {
+    fn new(id: DocumentId, name: String, doc: Doc, log: LogSize) -> Self {
         Document {
             id,
             name,
@@ -105,7 +117,9 @@ impl Document {
             subscribers: Mutex::new(HashMap::new()),
             users: AtomicUsize::new(0),
             pending_writes: AtomicUsize::new(0),
-            since_snapshot: AtomicU64::new(since_snapshot),
+            since_snapshot: AtomicU64::new(log.updates),
+            log_bytes: AtomicU64::new(log.bytes),
+            snapshot_bytes: AtomicU64::new(log.snapshot_bytes),
             compacting: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         }
@@ -375,7 +389,11 @@ impl DocumentStore {
         let started = std::time::Instant::now();
         let row = self.db.ensure_document(name).await?;
         let stored = self.db.stored_document(row.id).await?;
-        let count = stored.updates.len() as u64;
+        let log = LogSize {
+            updates: stored.updates.len() as u64,
+            bytes: stored.updates.iter().map(|u| u.data.len() as u64).sum(),
+            snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.state.len() as u64),
+        };
         let doc = tokio::task::spawn_blocking(move || {
             let parts = stored
                 .snapshot
@@ -390,12 +408,7 @@ impl DocumentStore {
         self.metrics
             .document_load_seconds
             .observe(started.elapsed().as_secs_f64());
-        Ok(Arc::new(Document::new(
-            row.id,
-            name.to_string(),
-            doc,
-            count,
-        )))
+        Ok(Arc::new(Document::new(row.id, name.to_string(), doc, log)))
     }
 
     /// Adds a subscriber to an open document; returns its id. At most `max` per
@@ -478,10 +491,17 @@ impl DocumentStore {
         }
     }
 
-    /// Called by the writer after a commit.
-    fn committed(self: &Arc<Self>, doc: &Arc<Document>, count: u64) {
-        let since = doc.since_snapshot.fetch_add(count, Ordering::SeqCst) + count;
-        if since >= self.compaction_threshold {
+    /// Called by the writer after committing one update of `bytes`.
+    fn committed(self: &Arc<Self>, doc: &Arc<Document>, bytes: u64) {
+        let updates = doc.since_snapshot.fetch_add(1, Ordering::SeqCst) + 1;
+        let log_bytes = doc.log_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        let snapshot_bytes = doc.snapshot_bytes.load(Ordering::SeqCst);
+        if compaction::due(
+            updates,
+            log_bytes,
+            snapshot_bytes,
+            self.compaction_threshold,
+        ) {
             compaction::start(self.clone(), doc.clone());
         }
     }

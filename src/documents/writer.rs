@@ -105,7 +105,7 @@ async fn commit(db: &Database, metrics: &Metrics, store: &Weak<DocumentStore>, i
                         .doc
                         .broadcast(&DocEvent::update(write.data.clone()), write.origin);
                     if let Some(store) = &store {
-                        store.committed(&write.doc, 1);
+                        store.committed(&write.doc, write.data.len() as u64);
                     }
                     let _ = done.send(Ok(id));
                 }
