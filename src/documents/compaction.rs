@@ -1,14 +1,20 @@
-//! Compaction: a document's snapshot and the updates after it are merged into a new
-//! snapshot (the next epoch), in the background. It reads from the database, not from
-//! memory, so the snapshot holds exactly the updates up to the last one it read; updates
-//! committed meanwhile stay in the log after it. Editors never wait for it.
+//! Compaction: a document's log is merged into a new snapshot (the next epoch), in the
+//! background, from the document in memory. Updates are applied in memory before they
+//! are committed, so the memory holds every update committed so far: the snapshot is
+//! taken to cover the log up to the last committed update, read before the state is
+//! encoded. Updates applied but not yet committed may be in the snapshot too, and then
+//! also in the log after it; applying an update twice changes nothing in a CRDT.
+//!
+//! Rebuilding the snapshot from the database instead (snapshot plus log, decoded into a
+//! second document) cost as much memory as the document again and most of a core at
+//! 100 editors × 100 updates/s. Editors wait only while the state is encoded.
 
 use std::sync::{Arc, atomic::Ordering};
 
 use yrs::{ReadTxn, StateVector, Transact, updates::encoder::Encode};
 
 use super::{Document, DocumentStore};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Whether a log of `updates` updates and `log_bytes` bytes after a snapshot of
 /// `snapshot_bytes` is due for compaction: it has `threshold` updates, and it is as large
@@ -44,28 +50,26 @@ pub async fn compact(store: &DocumentStore, doc: &Document) -> Result<()> {
 
 async fn run(store: &DocumentStore, doc: &Document) -> Result<()> {
     let started = std::time::Instant::now();
-    let stored = store.db.stored_document(doc.id).await?;
-    let Some(up_to) = stored.updates.last().map(|u| u.id) else {
+    // A document that failed a commit holds what the log does not; it is closing.
+    if doc.poisoned.load(Ordering::SeqCst) {
         return Ok(());
-    };
-    let merged_count = stored.updates.len() as u64;
-    let merged_bytes: u64 = stored.updates.iter().map(|u| u.data.len() as u64).sum();
-    let (state, state_vector) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let parts = stored
-            .snapshot
-            .iter()
-            .map(|s| s.state.as_slice())
-            .chain(stored.updates.iter().map(|u| u.data.as_slice()));
-        // Encoded from a document, the state is squashed (runs of typed characters are
-        // one item), unlike `merge_updates_v1`'s output, and far faster to build.
-        let doc = super::rebuild(parts);
-        let txn = doc.transact();
-        let state = txn.encode_state_as_update_v1(&StateVector::default());
-        let state_vector = txn.state_vector().encode_v1();
-        Ok((state, state_vector))
-    })
-    .await
-    .map_err(|error| Error::Internal(anyhow::anyhow!("compaction task: {error}")))??;
+    }
+    // Read before the state: what was committed by now is in memory.
+    let merged_count = doc.since_snapshot.load(Ordering::SeqCst);
+    let merged_bytes = doc.log_bytes.load(Ordering::SeqCst);
+    let up_to = doc.last_committed.load(Ordering::SeqCst);
+    if merged_count == 0 {
+        return Ok(());
+    }
+    // Encoded from the document, the state is squashed (runs of typed characters are one
+    // item), unlike `merge_updates_v1`'s output.
+    let (state, state_vector) = doc.with_awareness(|awareness| {
+        let txn = awareness.doc().transact();
+        (
+            txn.encode_state_as_update_v1(&StateVector::default()),
+            txn.state_vector().encode_v1(),
+        )
+    });
     let snapshot_bytes = state.len() as u64;
     store
         .db

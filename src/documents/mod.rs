@@ -20,7 +20,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -95,6 +95,9 @@ pub struct Document {
     /// the snapshot it rewrites (see `compaction::due`).
     log_bytes: AtomicU64,
     snapshot_bytes: AtomicU64,
+    /// The id of the last update committed (or loaded): a snapshot taken from memory
+    /// covers the log up to it.
+    last_committed: AtomicI64,
     compacting: AtomicBool,
     /// A commit failed: the in-memory state may hold what the log does not.
     poisoned: AtomicBool,
@@ -105,6 +108,8 @@ struct LogSize {
     updates: u64,
     bytes: u64,
     snapshot_bytes: u64,
+    /// The last update's id (the snapshot's last one when the log is empty).
+    last_id: i64,
 }
 
 impl Document {
@@ -120,6 +125,7 @@ impl Document {
             since_snapshot: AtomicU64::new(log.updates),
             log_bytes: AtomicU64::new(log.bytes),
             snapshot_bytes: AtomicU64::new(log.snapshot_bytes),
+            last_committed: AtomicI64::new(log.last_id),
             compacting: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
         }
@@ -393,6 +399,10 @@ impl DocumentStore {
             updates: stored.updates.len() as u64,
             bytes: stored.updates.iter().map(|u| u.data.len() as u64).sum(),
             snapshot_bytes: stored.snapshot.as_ref().map_or(0, |s| s.state.len() as u64),
+            last_id: stored.updates.last().map_or_else(
+                || stored.snapshot.as_ref().map_or(0, |s| s.up_to_update_id),
+                |u| u.id,
+            ),
         };
         let doc = tokio::task::spawn_blocking(move || {
             let parts = stored

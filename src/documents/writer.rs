@@ -100,6 +100,7 @@ async fn commit(db: &Database, metrics: &Metrics, store: &Weak<DocumentStore>, i
         match outcome {
             Ok(ids) => {
                 for ((write, done), id) in writes.into_iter().zip(ids) {
+                    write.doc.last_committed.fetch_max(id, Ordering::SeqCst);
                     write.doc.pending_writes.fetch_sub(1, Ordering::SeqCst);
                     write
                         .doc
