@@ -3,7 +3,8 @@
 //! are committed, so the memory holds every update committed so far: the snapshot is
 //! taken to cover the log up to the last committed update, read before the state is
 //! encoded. Updates applied but not yet committed may be in the snapshot too, and then
-//! also in the log after it; applying an update twice changes nothing in a CRDT.
+//! also in the log after it; applying an update twice changes nothing in a CRDT. (If
+//! such an update's commit then fails, its editor is told to resync and finds it saved.)
 //!
 //! Rebuilding the snapshot from the database instead (snapshot plus log, decoded into a
 //! second document) cost as much memory as the document again and most of a core at
@@ -20,8 +21,8 @@ use crate::error::Result;
 /// `snapshot_bytes` is due for compaction: it has `threshold` updates, and it is as large
 /// as the snapshot. Compaction rewrites the whole snapshot, so the second condition keeps
 /// its cost proportional to what was written. Compacting every 1,000 updates regardless
-/// rebuilt a 100,000-item document several times a second under 100 editors, and
-/// tripled the server's p99 and its peak RSS (BENCHMARKS.md).
+/// rewrote a 100,000-item document several times a second under 100 editors: three
+/// times the p99 and two and a half times the peak RSS (BENCHMARKS.md).
 pub fn due(updates: u64, log_bytes: u64, snapshot_bytes: u64, threshold: u64) -> bool {
     updates >= threshold && log_bytes >= snapshot_bytes
 }
