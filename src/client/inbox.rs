@@ -5,7 +5,8 @@
 //! its messages, and the wakers of the `recv`s waiting for it, registered under the same
 //! lock as the check, so a message wakes only the receivers of its type. A `recv` that is
 //! dropped while waiting takes its waker back. Past the capacity the oldest message of a
-//! type is dropped and counted.
+//! type is dropped and counted. A type with a handler (`Client::on`) is not kept: the
+//! reader hands each message of it to the handler.
 
 use std::{
     any::TypeId,
@@ -24,8 +25,14 @@ use crate::rpc::{ConnectionId, Peer, RpcError, peer::Disconnect, proto};
 /// Messages waiting for `recv`, sorted by type as the connection's reader decodes them
 /// (no queue or task in between). Each type keeps the wakers of the `recv`s waiting for
 /// it, registered under the same lock as the check, so a message wakes only those.
+/// Runs in the connection's reader for each message of its type (`Client::on`).
+pub(super) type Handler = Box<dyn FnMut(Box<proto::Envelope>) + Send>;
+
 #[derive(Default)]
 pub(super) struct Inbox {
+    /// Types handed to a handler instead of kept. Held while a message is sorted, so a
+    /// handler registered meanwhile cannot miss one (see `set_handler`).
+    handlers: Mutex<FxHashMap<TypeId, Handler>>,
     /// Request types the application answers; any other request is refused at once.
     pub(super) answered: RwLock<FxHashSet<TypeId>>,
     slots: Mutex<FxHashMap<TypeId, Slot>>,
@@ -71,7 +78,13 @@ impl Inbox {
             let _ = peer.respond_with_error_to(connection_id, envelope.id, error);
             return;
         }
+        let mut handlers = self.handlers.lock();
+        if let Some(handler) = handlers.get_mut(&type_id) {
+            handler(envelope);
+            return;
+        }
         let mut slots = self.slots.lock();
+        drop(handlers);
         let slot = slots.entry(type_id).or_default();
         if slot.queue.len() >= capacity {
             slot.queue.pop_front();
@@ -83,6 +96,23 @@ impl Inbox {
         for (_, waker) in slot.waiters.drain(..) {
             waker.wake();
         }
+    }
+
+    /// From now on messages of `type_id` go to `handler`, the ones already waiting first,
+    /// in order. Under the handlers lock, which `deliver` holds until the message is in
+    /// its slot, so none is left behind in the slot.
+    pub(super) fn set_handler(&self, type_id: TypeId, mut handler: Handler) {
+        let mut handlers = self.handlers.lock();
+        let waiting = self
+            .slots
+            .lock()
+            .get_mut(&type_id)
+            .map(|slot| std::mem::take(&mut slot.queue))
+            .unwrap_or_default();
+        for envelope in waiting {
+            handler(envelope);
+        }
+        handlers.insert(type_id, handler);
     }
 
     pub(super) fn take(&self, type_id: TypeId) -> Option<Box<proto::Envelope>> {
@@ -351,6 +381,37 @@ mod tests {
         batch.clear();
         inbox.take_up_to(type_id, 10, &mut batch);
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn a_handler_gets_the_waiting_messages_then_every_new_one_in_order() {
+        let peer = Peer::new(0, PeerConfig::default(), RpcMetrics::new(None));
+        let inbox = with_updates(2, 8);
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        inbox.set_handler(
+            TypeId::of::<proto::UpdateContacts>(),
+            Box::new(move |envelope| sink.lock().push(envelope.id)),
+        );
+        assert_eq!(*seen.lock(), [1, 2], "the waiting messages go first");
+        let from = ConnectionId {
+            server_id: 0,
+            id: 1,
+        };
+        inbox.deliver(&peer, from, update(3), 8);
+        let ack = Box::new(proto::Envelope {
+            id: 4,
+            payload: Some(proto::envelope::Payload::Ack(proto::Ack {})),
+            ..Default::default()
+        });
+        inbox.deliver(&peer, from, ack, 8);
+        assert_eq!(*seen.lock(), [1, 2, 3]);
+        // Nothing of the handled type is kept; other types still are.
+        assert!(inbox.take(TypeId::of::<proto::UpdateContacts>()).is_none());
+        assert_eq!(
+            inbox.take(TypeId::of::<proto::Ack>()).map(|e| e.id),
+            Some(4)
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Incoming messages that are not responses wait in a per-type inbox until `recv::<M>()`
-//! takes them. The inbox is bounded: past `inbox_capacity` messages of one type, the
+//! takes them, unless `on::<M>(handler)` has the reader hand them to a handler. The inbox is bounded: past `inbox_capacity` messages of one type, the
 //! oldest is dropped (and counted), so an application that ignores a message type never
 //! grows without bound.
 
@@ -299,6 +299,28 @@ impl Client {
         into_typed_at(self.connection_id, envelope, received_at).ok_or_else(|| {
             RpcError::new(proto::ErrorCode::Internal, "inbox sorted a message wrongly")
         })
+    }
+
+    /// Runs `handler` in the connection's reader for each message of type `M`, instead of
+    /// keeping them for `recv::<M>()`; messages of `M` already waiting go to it first, in
+    /// order. For high-rate streams (remote edits, cursors): no queue, no wakeup, no
+    /// second task. The handler runs between reads of the socket, so it must be quick,
+    /// must not block, and must not call `on` itself. A later `on::<M>` replaces it.
+    /// This is for messages: requests still need `answer_requests` and `recv`.
+    pub fn on<M: EnvelopedMessage>(
+        &self,
+        mut handler: impl FnMut(TypedEnvelope<M>) + Send + 'static,
+    ) {
+        let sender = self.connection_id;
+        self.inbox.set_handler(
+            TypeId::of::<M>(),
+            Box::new(move |envelope| {
+                // Sorted by this type, so the payload matches.
+                if let Some(typed) = into_typed_at(sender, *envelope, Instant::now()) {
+                    handler(typed);
+                }
+            }),
+        );
     }
 
     /// Like `recv`, giving up after `timeout` with `Timeout`.

@@ -195,58 +195,34 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
     let notes = args.target == "notes";
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let drain = Duration::from_secs(5);
-    let latencies = Arc::new(Mutex::new(Latencies::default()));
 
-    // Receivers: until the deadline plus a drain, counting what arrives.
+    // Receivers: each editor's reader records every delivery's latency as it decodes it
+    // (`Client::on`), as the raw relay's clients do in theirs, until the deadline plus a
+    // drain.
     let mut receivers = Vec::new();
     for editor in &setup.editors {
-        let (editor, latencies) = (editor.clone(), latencies.clone());
-        receivers.push(tokio::spawn(async move {
-            let mut mine = Latencies::default();
-            // One timer for the whole run: a timeout per message would cost the
-            // receiving side more than the server's relay does.
-            let stop = tokio::time::sleep_until((deadline + drain).into());
-            tokio::pin!(stop);
-            // Taken in batches, as an editor applying a burst of remote edits would:
-            // one lock, one wakeup and one clock read per burst.
-            let mut stamps = Vec::new();
-            loop {
-                stamps.clear();
-                if notes {
-                    let updates = tokio::select! {
-                        biased;
-                        updates = editor.recv_batch::<proto::ChannelNotesUpdated>(256) => updates,
-                        _ = &mut stop => break,
-                    };
-                    let Ok(updates) = updates else { break };
-                    for update in updates {
-                        stamps.extend(notes_stamps(&update.payload.update));
-                    }
-                } else {
-                    let updates = tokio::select! {
-                        biased;
-                        updates = editor.recv_batch::<proto::UpdateBuffer>(256) => updates,
-                        _ = &mut stop => break,
-                    };
-                    let Ok(updates) = updates else { break };
-                    for update in updates {
-                        stamps.extend(
-                            update
-                                .payload
-                                .operations
-                                .iter()
-                                .filter_map(|op| op.data.get(..8))
-                                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
-                        );
-                    }
-                }
+        let mine = Arc::new(Mutex::new(Latencies::default()));
+        receivers.push(mine.clone());
+        if notes {
+            editor.on::<proto::ChannelNotesUpdated>(move |update| {
                 let now = now_micros();
-                for &stamp in &stamps {
+                let mut mine = mine.lock();
+                for stamp in notes_stamps(&update.payload.update) {
                     mine.record_micros(now.saturating_sub(stamp));
                 }
-            }
-            latencies.lock().extend(mine);
-        }));
+            });
+        } else {
+            editor.on::<proto::UpdateBuffer>(move |update| {
+                let now = now_micros();
+                let mut mine = mine.lock();
+                for op in &update.payload.operations {
+                    if let Some(stamp) = op.data.get(..8) {
+                        let stamp = u64::from_le_bytes(stamp.try_into().unwrap_or_default());
+                        mine.record_micros(now.saturating_sub(stamp));
+                    }
+                }
+            });
+        }
     }
 
     let sampler = ProcSampler::start(args.server_pid);
@@ -294,12 +270,13 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
         sender.await?;
     }
     let sending = started.elapsed();
+    tokio::time::sleep_until((deadline + drain).into()).await;
+    let mut latencies = Latencies::default();
     for receiver in receivers {
-        receiver.await?;
+        latencies.extend(std::mem::take(&mut *receiver.lock()));
     }
     let server = sampler.finish();
     let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
-    let mut latencies = std::mem::take(&mut *latencies.lock());
     let deliveries = latencies.0.len() as u64;
     let expected = sent * (args.editors as u64 - 1);
     // Deliveries a receiver's inbox had no room for (the load generator fell behind).
