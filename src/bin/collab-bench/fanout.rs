@@ -1,7 +1,7 @@
 //! `fanout`: E editors in one shared project (buffer operations, the relay path) or one
 //! channel's notes (durable updates), each sending R operations per second for D
-//! seconds; every other editor receives each one. The send time (µs since the epoch)
-//! travels in the payload — the first 8 bytes of an operation, or `@@<16 digits>!!`
+//! seconds; every other editor receives each one. The send time (µs on one monotonic
+//! clock, see `micros_at`) travels in the payload — the first 8 bytes of an operation, or `@@<16 digits>!!`
 //! inside the inserted text of a notes update — so each delivery's latency is measured
 //! at its receiver. With `--peak`, every editor keeps `--in-flight` operations
 //! outstanding instead, to find the most deliveries per second.
@@ -136,10 +136,20 @@ async fn setup(args: &FanoutArgs, tokens: &Tokens) -> anyhow::Result<Setup> {
     })
 }
 
+/// Send and receive times, in µs on one monotonic clock: every editor lives in this
+/// process, so a send stamp and a receive time compare exactly, and a receiver uses the
+/// time its client stamped on the envelope (`received_at`) instead of reading the clock
+/// again, one clock read per delivery as the raw relay's clients.
+fn micros_at(at: Instant) -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    at.saturating_duration_since(*START.get_or_init(Instant::now))
+        .as_micros() as u64
+}
+
 /// A buffer operation carrying its send time.
 fn operation(project: u64) -> proto::UpdateBuffer {
     let mut data = Vec::with_capacity(64);
-    data.extend_from_slice(&now_micros().to_le_bytes());
+    data.extend_from_slice(&micros_at(Instant::now()).to_le_bytes());
     data.resize(64, b'x');
     proto::UpdateBuffer {
         project_id: project,
@@ -159,7 +169,11 @@ fn notes_update(doc: &Mutex<yrs::Doc>, channel: u64) -> proto::UpdateChannelNote
     {
         let mut txn = doc.transact_mut();
         let len = text.len(&txn);
-        text.insert(&mut txn, len, &format!("@@{:016}!!", now_micros()));
+        text.insert(
+            &mut txn,
+            len,
+            &format!("@@{:016}!!", micros_at(Instant::now())),
+        );
     }
     let update = doc.transact().encode_state_as_update_v1(&before);
     proto::UpdateChannelNotes {
@@ -205,7 +219,7 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
         receivers.push(mine.clone());
         if notes {
             editor.on::<proto::ChannelNotesUpdated>(move |update| {
-                let now = now_micros();
+                let now = micros_at(update.received_at);
                 let mut mine = mine.lock();
                 for stamp in notes_stamps(&update.payload.update) {
                     mine.record_micros(now.saturating_sub(stamp));
@@ -213,7 +227,7 @@ pub async fn run(args: FanoutArgs, tokens: Tokens) -> anyhow::Result<()> {
             });
         } else {
             editor.on::<proto::UpdateBuffer>(move |update| {
-                let now = now_micros();
+                let now = micros_at(update.received_at);
                 let mut mine = mine.lock();
                 for op in &update.payload.operations {
                     if let Some(stamp) = op.data.get(..8) {
