@@ -305,7 +305,8 @@ impl Client {
     /// keeping them for `recv::<M>()`; messages of `M` already waiting go to it first, in
     /// order. For high-rate streams (remote edits, cursors): no queue, no wakeup, no
     /// second task. The handler runs between reads of the socket, so it must be quick,
-    /// must not block, and must not call `on` itself. A later `on::<M>` replaces it.
+    /// must not block, and must not call `on` itself. A later `on::<M>` replaces it; a
+    /// `recv::<M>()` gets nothing more (it waits until the connection ends).
     /// This is for messages: requests still need `answer_requests` and `recv`.
     pub fn on<M: EnvelopedMessage>(
         &self,
