@@ -90,16 +90,18 @@ struct RpcEditor {
 }
 
 impl Subscriber for RpcEditor {
-    fn deliver(&self, event: &DocEvent) {
+    fn deliver(&self, me: SubscriberId, event: &DocEvent) {
         let channel_id = self.channel.to_proto();
         let sent = match event {
-            DocEvent::Update { update, .. } => self.cluster.send(
-                self.connection,
-                proto::ChannelNotesUpdated {
-                    channel_id,
-                    update: update.clone(),
-                },
-            ),
+            DocEvent::Updates(updates) => DocEvent::updates_for(updates, me).try_for_each(|c| {
+                self.cluster.send(
+                    self.connection,
+                    proto::ChannelNotesUpdated {
+                        channel_id,
+                        update: c.update.clone(),
+                    },
+                )
+            }),
             DocEvent::Awareness { update, .. } => self.cluster.send(
                 self.connection,
                 proto::ChannelNotesAwareness {

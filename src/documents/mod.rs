@@ -41,24 +41,40 @@ use crate::{
 /// frame, encoded once per broadcast rather than once per socket.
 #[derive(Clone, Debug)]
 pub enum DocEvent {
-    /// A committed Yjs v1 update.
-    Update { update: Bytes, frame: Bytes },
+    /// Yjs v1 updates committed together, in commit order. One event per group commit
+    /// rather than per update: under load a socket then takes one queue entry, one wakeup
+    /// and one subscriber-map walk per commit instead of per update (those were a quarter
+    /// of the server's time at 100 editors × 250 updates/s).
+    Updates(Arc<[Committed]>),
     /// An encoded awareness update (y-protocols awareness payload).
     Awareness { update: Bytes, frame: Bytes },
     /// The document can no longer be served (a commit failed); resync from scratch.
     Closed(&'static str),
 }
 
-impl DocEvent {
-    pub fn update(update: Bytes) -> Self {
+/// One committed update, as relayed.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub update: Bytes,
+    /// The y-websocket frame carrying it.
+    pub frame: Bytes,
+    /// The subscriber it came from: it is not sent back there.
+    pub origin: Option<SubscriberId>,
+}
+
+impl Committed {
+    pub fn new(update: Bytes, origin: Option<SubscriberId>) -> Self {
         let mut frame = Vec::with_capacity(update.len() + 8);
         crate::yjs::protocol::update(&mut frame, &update);
-        DocEvent::Update {
+        Committed {
             update,
             frame: frame.into(),
+            origin,
         }
     }
+}
 
+impl DocEvent {
     pub fn awareness(update: Bytes) -> Self {
         let mut frame = Vec::with_capacity(update.len() + 8);
         crate::yjs::protocol::awareness(&mut frame, &update);
@@ -67,12 +83,20 @@ impl DocEvent {
             frame: frame.into(),
         }
     }
+
+    /// The updates of an `Updates` event that `me` did not send.
+    pub fn updates_for(
+        updates: &[Committed],
+        me: SubscriberId,
+    ) -> impl Iterator<Item = &Committed> + Clone {
+        updates.iter().filter(move |c| c.origin != Some(me))
+    }
 }
 
 /// A connection that receives a document's events (a Yjs socket, a channel-notes
-/// editor). `deliver` must not wait.
+/// editor), as subscriber `me`. `deliver` must not wait.
 pub trait Subscriber: Send + Sync {
-    fn deliver(&self, event: &DocEvent);
+    fn deliver(&self, me: SubscriberId, event: &DocEvent);
 }
 
 pub type SubscriberId = u64;
@@ -231,10 +255,10 @@ impl Document {
             .lock()
             .iter()
             .filter(|(id, _)| Some(**id) != except)
-            .map(|(_, s)| s.clone())
+            .map(|(id, s)| (*id, s.clone()))
             .collect();
-        for subscriber in subscribers {
-            subscriber.deliver(event);
+        for (id, subscriber) in subscribers {
+            subscriber.deliver(id, event);
         }
     }
 

@@ -1,17 +1,19 @@
 //! Group commit: one task takes every queued update (up to `MAX_BATCH`) and appends them
 //! in one transaction, so under load many updates share one commit, while a lone update
 //! is committed at once (no timer). After the commit, each update is relayed to its
-//! document's other subscribers and its submitter is answered, in queue order.
+//! document's other subscribers (one event per document per commit) and its submitter
+//! is answered, in queue order.
 
 use std::sync::{Arc, Weak, atomic::Ordering};
 
 use bytes::Bytes;
+use rustc_hash::FxHashMap as HashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{DocEvent, Document, DocumentStore, SubscriberId};
+use super::{Committed, DocEvent, Document, DocumentStore, SubscriberId};
 use crate::{
     db::{
-        Database, UserId,
+        Database, DocumentId, UserId,
         queries::documents::{NewUpdate, Transport},
     },
     error::{Error, Result},
@@ -99,15 +101,31 @@ async fn commit(db: &Database, metrics: &Metrics, store: &Weak<DocumentStore>, i
         let store = store.upgrade();
         match outcome {
             Ok(ids) => {
+                // Each document's updates go to its subscribers as one event, in commit
+                // order, before any submitter is answered.
+                let mut groups: Vec<(Arc<Document>, Vec<Committed>)> = Vec::new();
+                let mut group_of: HashMap<DocumentId, usize> = HashMap::default();
+                let mut answers = Vec::with_capacity(writes.len());
                 for ((write, done), id) in writes.into_iter().zip(ids) {
-                    write.doc.last_committed.fetch_max(id, Ordering::SeqCst);
-                    write.doc.pending_writes.fetch_sub(1, Ordering::SeqCst);
-                    write
-                        .doc
-                        .broadcast(&DocEvent::update(write.data.clone()), write.origin);
+                    let doc = write.doc;
+                    doc.last_committed.fetch_max(id, Ordering::SeqCst);
+                    doc.pending_writes.fetch_sub(1, Ordering::SeqCst);
                     if let Some(store) = &store {
-                        store.committed(&write.doc, write.data.len() as u64);
+                        store.committed(&doc, write.data.len() as u64);
                     }
+                    let group = *group_of.entry(doc.id).or_insert_with(|| {
+                        groups.push((doc.clone(), Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[group]
+                        .1
+                        .push(Committed::new(write.data, write.origin));
+                    answers.push((done, id));
+                }
+                for (doc, updates) in groups {
+                    doc.broadcast(&DocEvent::Updates(updates.into()), None);
+                }
+                for (done, id) in answers {
                     let _ = done.send(Ok(id));
                 }
             }

@@ -5,7 +5,10 @@
 //! the awareness states the socket owned are removed for everyone.
 
 use std::{
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -20,10 +23,11 @@ use crate::{
     AppState,
     auth::jwt::Permission,
     db::{UserId, queries::documents::Transport},
-    documents::{DocEvent, DocHandle, Subscriber, SubscriberId},
+    documents::{Committed, DocEvent, DocHandle, Subscriber, SubscriberId},
 };
 
-/// Frames queued for one socket at most; a socket that falls further behind is closed.
+/// Frames queued for one socket at most (updates count one each, however they are
+/// grouped); a socket that falls further behind is closed.
 const QUEUE: usize = 1024;
 /// Something is sent at least this often (clients drop a connection silent for 30 s).
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -41,14 +45,19 @@ mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
+/// What a socket writes.
 enum Outgoing {
     Frame(Bytes),
+    /// A group commit's updates: each one the socket did not send is a frame.
+    Updates(Arc<[Committed]>),
     Close(u16, &'static str),
 }
 
 /// The socket as a subscriber of its document.
 struct Socket {
     queue: mpsc::Sender<Outgoing>,
+    /// Frames queued and not yet written (at most `QUEUE`).
+    backlog: Arc<AtomicUsize>,
     too_slow: CancellationToken,
 }
 
@@ -63,14 +72,17 @@ impl Socket {
 }
 
 impl Subscriber for Socket {
-    fn deliver(&self, event: &DocEvent) {
-        let outgoing = match event {
-            DocEvent::Update { frame, .. } | DocEvent::Awareness { frame, .. } => {
-                Outgoing::Frame(frame.clone())
-            }
-            DocEvent::Closed(reason) => Outgoing::Close(close::INTERNAL, reason),
+    fn deliver(&self, me: SubscriberId, event: &DocEvent) {
+        let (outgoing, frames) = match event {
+            DocEvent::Updates(updates) => match DocEvent::updates_for(updates, me).count() {
+                0 => return,
+                frames => (Outgoing::Updates(updates.clone()), frames),
+            },
+            DocEvent::Awareness { frame, .. } => (Outgoing::Frame(frame.clone()), 1),
+            DocEvent::Closed(reason) => (Outgoing::Close(close::INTERNAL, reason), 0),
         };
-        if self.queue.try_send(outgoing).is_err() {
+        let backlog = self.backlog.fetch_add(frames, Ordering::Relaxed) + frames;
+        if backlog > QUEUE || self.queue.try_send(outgoing).is_err() {
             self.too_slow.cancel();
         }
     }
@@ -115,10 +127,13 @@ async fn serve(socket: &mut WebSocket, session: &Session) -> Result<(), Ending> 
             "unavailable",
         )
     })?;
-    let (queue, mut outgoing) = mpsc::channel(QUEUE);
+    // Every entry holds a frame or more, so `QUEUE` entries are enough.
+    let (queue, outgoing) = mpsc::channel(QUEUE);
     let too_slow = CancellationToken::new();
+    let backlog = Arc::new(AtomicUsize::new(0));
     let subscriber = Arc::new(Socket {
         queue,
+        backlog: backlog.clone(),
         too_slow: too_slow.clone(),
     });
     let max = Some(app.config.max_clients_per_doc as usize);
@@ -154,6 +169,11 @@ async fn serve(socket: &mut WebSocket, session: &Session) -> Result<(), Ending> 
         }
         None => None,
     };
+    let mut outgoing = Queued {
+        me: id,
+        items: outgoing,
+        backlog,
+    };
     let ended = exchange(socket, session, &doc, id, &mut outgoing, &too_slow).await;
     doc.unsubscribe(id);
     // The socket's cursors disappear for everyone now, not after the 30 s sweep.
@@ -168,7 +188,7 @@ async fn exchange(
     session: &Session,
     doc: &DocHandle,
     id: SubscriberId,
-    outgoing: &mut mpsc::Receiver<Outgoing>,
+    outgoing: &mut Queued,
     too_slow: &CancellationToken,
 ) -> Result<(), Ending> {
     let app = &session.app;
@@ -186,7 +206,7 @@ async fn exchange(
     let mut keepalive = tokio::time::interval(KEEPALIVE / 3);
     // Under load, frames wait up to `COALESCE` after the previous write so that one
     // write carries several (see `COALESCE`); `held` is the first of them.
-    let mut held: Option<Bytes> = None;
+    let mut held: Option<Outgoing> = None;
     let release = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(release);
     loop {
@@ -204,23 +224,23 @@ async fn exchange(
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return Ok(()),
                 Some(Ok(_)) => {}
             },
-            next = outgoing.recv(), if held.is_none() => match next {
-                Some(Outgoing::Frame(frame)) => {
+            next = outgoing.items.recv(), if held.is_none() => match next {
+                Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
+                Some(first) => {
                     let due = last_sent + COALESCE;
                     if Instant::now() < due {
-                        held = Some(frame);
+                        held = Some(first);
                         release.as_mut().reset(due.into());
                     } else {
-                        write_queued(socket, frame, outgoing).await?;
+                        outgoing.write(socket, first).await?;
                         last_sent = Instant::now();
                     }
                 }
-                Some(Outgoing::Close(code, reason)) => return Err(Ending(code, reason.into(), "document_closed")),
                 None => return Ok(()),
             },
             () = &mut release, if held.is_some() => {
-                if let Some(frame) = held.take() {
-                    write_queued(socket, frame, outgoing).await?;
+                if let Some(first) = held.take() {
+                    outgoing.write(socket, first).await?;
                     last_sent = Instant::now();
                 }
             }
@@ -250,36 +270,55 @@ const MAX_BATCH: usize = 256;
 /// written to less often is not delayed at all.
 const COALESCE: Duration = Duration::from_millis(2);
 
-/// Writes `first` and what else is queued (up to `MAX_BATCH` frames) with one flush;
-/// a queued close is honoured after the write.
-async fn write_queued(
-    socket: &mut WebSocket,
-    first: Bytes,
-    outgoing: &mut mpsc::Receiver<Outgoing>,
-) -> Result<(), Ending> {
-    use futures::SinkExt;
-    let mut closing = None;
-    let write = async {
-        socket.feed(WsMessage::Binary(first)).await?;
-        for _ in 1..MAX_BATCH {
-            match outgoing.try_recv() {
-                Ok(Outgoing::Frame(frame)) => socket.feed(WsMessage::Binary(frame)).await?,
-                Ok(Outgoing::Close(code, reason)) => {
-                    closing = Some((code, reason));
-                    break;
+/// A socket's queue, as its writer sees it.
+struct Queued {
+    /// The socket's subscriber id: its own updates are not sent back to it.
+    me: SubscriberId,
+    items: mpsc::Receiver<Outgoing>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    /// Writes `first` and what else is queued (about `MAX_BATCH` frames at most) with one
+    /// flush; a queued close is honoured after the write.
+    async fn write(&mut self, socket: &mut WebSocket, first: Outgoing) -> Result<(), Ending> {
+        use futures::SinkExt;
+        let (mut closing, mut written) = (None, 0);
+        let write = async {
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Outgoing::Frame(frame) => {
+                        socket.feed(WsMessage::Binary(frame)).await?;
+                        written += 1;
+                    }
+                    Outgoing::Updates(updates) => {
+                        for update in DocEvent::updates_for(&updates, self.me) {
+                            socket.feed(WsMessage::Binary(update.frame.clone())).await?;
+                            written += 1;
+                        }
+                    }
+                    Outgoing::Close(code, reason) => {
+                        closing = Some((code, reason));
+                        break;
+                    }
                 }
-                Err(_) => break,
+                if written < MAX_BATCH {
+                    next = self.items.try_recv().ok();
+                }
             }
+            socket.flush().await
+        };
+        let outcome = tokio::time::timeout(Duration::from_secs(10), write).await;
+        self.backlog.fetch_sub(written, Ordering::Relaxed);
+        match outcome {
+            Ok(Ok(())) => {}
+            _ => return Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
         }
-        socket.flush().await
-    };
-    match tokio::time::timeout(Duration::from_secs(10), write).await {
-        Ok(Ok(())) => {}
-        _ => return Err(Ending(close::POLICY, "write failed".into(), "write_failed")),
-    }
-    match closing {
-        Some((code, reason)) => Err(Ending(code, reason.into(), "document_closed")),
-        None => Ok(()),
+        match closing {
+            Some((code, reason)) => Err(Ending(code, reason.into(), "document_closed")),
+            None => Ok(()),
+        }
     }
 }
 
@@ -386,4 +425,41 @@ async fn handle(
         }
     }
     Ok(replies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn updates(origins: &[Option<SubscriberId>]) -> DocEvent {
+        let updates: Vec<_> = origins
+            .iter()
+            .map(|origin| Committed::new(Bytes::from_static(&[0, 0]), *origin))
+            .collect();
+        DocEvent::Updates(updates.into())
+    }
+
+    #[test]
+    fn a_socket_queues_the_frames_it_did_not_send_and_is_closed_past_its_limit() {
+        let (queue, mut items) = mpsc::channel(QUEUE);
+        let socket = Socket {
+            queue,
+            backlog: Arc::default(),
+            too_slow: CancellationToken::new(),
+        };
+        // Only its own updates: nothing to send back.
+        socket.deliver(7, &updates(&[Some(7), Some(7)]));
+        assert!(items.try_recv().is_err());
+        // One event, counted by the frames it holds for this socket.
+        let mut origins = vec![Some(8); 600];
+        origins.extend([Some(7), None]);
+        let group = updates(&origins);
+        socket.deliver(7, &group);
+        assert_eq!(socket.backlog.load(Ordering::Relaxed), 601);
+        assert!(matches!(items.try_recv(), Ok(Outgoing::Updates(u)) if u.len() == 602));
+        assert!(!socket.too_slow.is_cancelled());
+        // Another such group passes `QUEUE` frames: the socket is too slow.
+        socket.deliver(7, &group);
+        assert!(socket.too_slow.is_cancelled());
+    }
 }
