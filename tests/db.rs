@@ -169,3 +169,73 @@ async fn writers_take_turns(backend: Backend) {
     }
 }
 db_test!(writers_take_turns);
+
+/// A snapshot leaves the log it covers in place (a load skips it); `prune_log` then
+/// removes exactly that part, in steps, and nothing of the newer log or of another
+/// document.
+async fn a_snapshot_covers_its_log_until_the_log_is_pruned(backend: Backend) {
+    use collab::db::queries::documents::{NewUpdate, Transport};
+    let (db, _dir, pg) = database(&backend).await;
+    db.migrate().await.unwrap();
+    let notes = db.ensure_document("notes").await.unwrap();
+    let other = db.ensure_document("other").await.unwrap();
+    let mut ids = Vec::new();
+    for batch in 0..10u8 {
+        // Interleaved with another document's updates, as documents share one id sequence.
+        let rows: Vec<NewUpdate> = (0..500)
+            .map(|i| NewUpdate {
+                document: if i % 5 == 4 { other.id } else { notes.id },
+                data: vec![batch, (i % 256) as u8],
+                author: None,
+                transport: Transport::Ws,
+            })
+            .collect();
+        let new = db.append_updates(&rows).await.unwrap();
+        ids.extend(
+            new.iter()
+                .zip(&rows)
+                .filter(|(_, r)| r.document == notes.id)
+                .map(|(id, _)| *id),
+        );
+    }
+    assert_eq!(ids.len(), 4_000);
+    let up_to = ids[3_499];
+    let epoch = db
+        .save_snapshot(notes.id, || (vec![0, 0], vec![0]), up_to)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    let stored = db.stored_document(notes.id).await.unwrap();
+    assert_eq!(stored.snapshot.unwrap().up_to_update_id, up_to);
+    assert_eq!(
+        stored.updates.len(),
+        500,
+        "a load skips what the snapshot covers"
+    );
+
+    let logged = |document| {
+        use collab::db::entities::document_update;
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
+        document_update::Entity::find()
+            .filter(document_update::Column::DocumentId.eq(document))
+            .order_by_asc(document_update::Column::Id)
+            .all(&db.conn)
+    };
+    assert_eq!(logged(notes.id).await.unwrap().len(), 4_000);
+
+    assert_eq!(db.prune_log(notes.id, up_to).await.unwrap(), 3_500);
+    assert_eq!(db.prune_log(notes.id, up_to).await.unwrap(), 0);
+    let left: Vec<i64> = logged(notes.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    assert_eq!(left, ids[3_500..]);
+    assert_eq!(logged(other.id).await.unwrap().len(), 1_000);
+    drop(db);
+    if let Some(pg) = pg {
+        pg.drop_database().await;
+    }
+}
+db_test!(a_snapshot_covers_its_log_until_the_log_is_pruned);

@@ -133,17 +133,21 @@ impl Database {
         Ok(ids)
     }
 
-    /// Replaces the updates up to `up_to` (and any older snapshot) with `state`, as the
-    /// document's next epoch. Updates after `up_to` stay in the log.
+    /// Stores a snapshot of the document covering its updates up to `up_to`, as its next
+    /// epoch, and drops older snapshots; returns the epoch. The updates it covers stay in
+    /// the log (loads skip them) until `prune_log` removes them in small steps.
+    ///
+    /// `encode` gives the state and its state vector. It is called once per attempt, so a
+    /// retried transaction encodes again instead of every attempt holding a copy of a
+    /// state that can be megabytes; any state encoded after `up_to` was read covers it.
     pub async fn save_snapshot(
         &self,
         id: DocumentId,
-        state: Vec<u8>,
-        state_vector: Vec<u8>,
+        encode: impl Fn() -> (Vec<u8>, Vec<u8>) + Send + Sync,
         up_to: i64,
     ) -> Result<i32> {
-        self.transaction(move |tx| {
-            let (state, state_vector) = (state.clone(), state_vector.clone());
+        self.transaction(|tx| {
+            let (state, state_vector) = encode();
             Box::pin(async move {
                 let doc = document::Entity::find_by_id(id)
                     .one(tx)
@@ -165,11 +169,6 @@ impl Database {
                     .filter(snapshot::Column::Epoch.lt(epoch))
                     .exec(tx)
                     .await?;
-                update::Entity::delete_many()
-                    .filter(update::Column::DocumentId.eq(id))
-                    .filter(update::Column::Id.lte(up_to))
-                    .exec(tx)
-                    .await?;
                 let mut active: document::ActiveModel = doc.into();
                 active.epoch = Set(epoch);
                 active.update(tx).await?;
@@ -177,6 +176,44 @@ impl Database {
             })
         })
         .await
+    }
+
+    /// Deletes the document's updates up to `up_to` (a snapshot covers them), at most
+    /// `PRUNE_STEP` rows per statement. Each step is a write of its own, so on SQLite the
+    /// group commits of every document go on between steps: deleting 100,000 rows at once
+    /// held the only writer's lock long enough to show in the relay's p99.
+    pub async fn prune_log(&self, id: DocumentId, up_to: i64) -> Result<u64> {
+        const PRUNE_STEP: u64 = 2_000;
+        let mut deleted = 0;
+        loop {
+            // The first `PRUNE_STEP` covered ids, oldest first: the last one bounds the step.
+            let Some(bound) = update::Entity::find()
+                .select_only()
+                .column(update::Column::Id)
+                .filter(update::Column::DocumentId.eq(id))
+                .filter(update::Column::Id.lte(up_to))
+                .order_by_asc(update::Column::Id)
+                .offset(PRUNE_STEP - 1)
+                .limit(1)
+                .into_tuple::<i64>()
+                .one(&self.conn)
+                .await?
+            else {
+                break;
+            };
+            deleted += self.delete_log(id, bound).await?;
+        }
+        Ok(deleted + self.delete_log(id, up_to).await?)
+    }
+
+    async fn delete_log(&self, id: DocumentId, up_to: i64) -> Result<u64> {
+        let _turn = self.write_turn().await;
+        let outcome = update::Entity::delete_many()
+            .filter(update::Column::DocumentId.eq(id))
+            .filter(update::Column::Id.lte(up_to))
+            .exec(&self.conn)
+            .await?;
+        Ok(outcome.rows_affected)
     }
 
     /// Stores a named version; returns its number (1, 2, ...).
