@@ -39,11 +39,16 @@ pub static JEMALLOC_OPTIONS: &[u8; 69] =
 /// each thread that allocates its own arena, up to eight per core, and each keeps its
 /// own freed memory; SQLite runs one thread per pooled connection, and they write one
 /// at a time anyway. One arena for them: 1–3 MiB less resident under load.
+///
+/// A fixed mmap threshold too: by default glibc raises it to the size of each large
+/// block freed, so after SQLite's first copy of a large snapshot (the bound blob, some
+/// megabytes) the next ones came from the heap, which does not shrink back.
 fn limit_c_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any SQLite thread.
+    // SAFETY: mallopt only sets allocator parameters; called before any SQLite thread.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
