@@ -9,6 +9,7 @@ mod m20261123_000002_rooms;
 mod m20261123_000003_projects;
 mod m20261123_000004_documents;
 mod m20261123_000005_channels;
+mod m20261124_000006_snapshot_parts;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_projects::Migration),
             Box::new(m20261123_000004_documents::Migration),
             Box::new(m20261123_000005_channels::Migration),
+            Box::new(m20261124_000006_snapshot_parts::Migration),
         ]
     }
 }

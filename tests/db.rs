@@ -201,7 +201,7 @@ async fn a_snapshot_covers_its_log_until_the_log_is_pruned(backend: Backend) {
     assert_eq!(ids.len(), 4_000);
     let up_to = ids[3_499];
     let epoch = db
-        .save_snapshot(notes.id, || (vec![0, 0], vec![0]), up_to)
+        .save_snapshot(notes.id, vec![0, 0], vec![0], up_to)
         .await
         .unwrap();
     assert_eq!(epoch, 1);
@@ -239,3 +239,65 @@ async fn a_snapshot_covers_its_log_until_the_log_is_pruned(backend: Backend) {
     }
 }
 db_test!(a_snapshot_covers_its_log_until_the_log_is_pruned);
+
+/// A snapshot larger than a part is stored in parts and loads back whole; parts that an
+/// interrupted save left behind are not read; the next snapshot takes its
+/// predecessor's parts away with it.
+async fn a_large_snapshot_is_stored_in_parts_and_loads_whole(backend: Backend) {
+    use collab::db::{entities::document_snapshot_part as part, queries::documents};
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let (db, _dir, pg) = database(&backend).await;
+    db.migrate().await.unwrap();
+    let doc = db.ensure_document("large").await.unwrap();
+    let parts = || {
+        part::Entity::find()
+            .filter(part::Column::DocumentId.eq(doc.id))
+            .all(&db.conn)
+    };
+    // Left by a save of epoch 1 that did not finish.
+    part::ActiveModel {
+        document_id: Set(doc.id),
+        epoch: Set(1),
+        part: Set(7),
+        data: Set(vec![9; 10]),
+    }
+    .insert(&db.conn)
+    .await
+    .unwrap();
+
+    let state: Vec<u8> = (0..2 * documents::SNAPSHOT_PART_BYTES + 1000)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let epoch = db
+        .save_snapshot(doc.id, state.clone(), vec![0], 0)
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    let stored = db.stored_document(doc.id).await.unwrap().snapshot.unwrap();
+    assert!(
+        stored.state == state,
+        "the state loads back whole and in order"
+    );
+    let written = parts().await.unwrap();
+    assert_eq!(
+        written.len(),
+        2,
+        "the head is in the snapshot row, the rest in 2 parts"
+    );
+    assert!(written.iter().all(|p| p.data != vec![9; 10]));
+
+    assert_eq!(
+        db.save_snapshot(doc.id, vec![1, 2, 3], vec![0], 0)
+            .await
+            .unwrap(),
+        2
+    );
+    let stored = db.stored_document(doc.id).await.unwrap().snapshot.unwrap();
+    assert_eq!(stored.state, vec![1, 2, 3]);
+    assert!(parts().await.unwrap().is_empty());
+    drop(db);
+    if let Some(pg) = pg {
+        pg.drop_database().await;
+    }
+}
+db_test!(a_large_snapshot_is_stored_in_parts_and_loads_whole);

@@ -63,24 +63,21 @@ async fn run(store: &DocumentStore, doc: &Document) -> Result<()> {
         return Ok(());
     }
     // Encoded from the document, the state is squashed (runs of typed characters are one
-    // item), unlike `merge_updates_v1`'s output. Encoded before the write begins, so that
-    // the database's writer lock is not held meanwhile; a retried write encodes afresh.
-    let encode = || {
-        doc.with_awareness(|awareness| {
-            let txn = awareness.doc().transact();
-            (
-                txn.encode_state_as_update_v1(&StateVector::default()),
-                txn.state_vector().encode_v1(),
-            )
-        })
-    };
-    let first = encode();
-    let snapshot_bytes = first.0.len() as u64;
-    let first = parking_lot::Mutex::new(Some(first));
+    // item), unlike `merge_updates_v1`'s output.
+    let (state, state_vector) = doc.with_awareness(|awareness| {
+        let txn = awareness.doc().transact();
+        (
+            txn.encode_state_as_update_v1(&StateVector::default()),
+            txn.state_vector().encode_v1(),
+        )
+    });
+    let encoded = started.elapsed();
+    let snapshot_bytes = state.len() as u64;
     store
         .db
-        .save_snapshot(doc.id, || first.lock().take().unwrap_or_else(encode), up_to)
+        .save_snapshot(doc.id, state, state_vector, up_to)
         .await?;
+    let saved = started.elapsed();
     let _ = doc
         .since_snapshot
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -95,8 +92,11 @@ async fn run(store: &DocumentStore, doc: &Document) -> Result<()> {
     store.metrics.document_compactions.inc();
     // The log the snapshot covers goes in small steps, after the snapshot is saved (loads
     // skip it meanwhile; a crash leaves it for the next compaction).
-    store.db.prune_log(doc.id, up_to).await?;
-    tracing::debug!(document = %doc.name, merged_count, elapsed = ?started.elapsed(), "compacted");
+    let pruned = store.db.prune_log(doc.id, up_to).await?;
+    tracing::debug!(
+        document = %doc.name, merged_count, snapshot_bytes, pruned, ?encoded, ?saved,
+        elapsed = ?started.elapsed(), "compacted"
+    );
     Ok(())
 }
 

@@ -9,6 +9,7 @@ pub mod channel_message_reaction;
 pub mod contact;
 pub mod document;
 pub mod document_snapshot;
+pub mod document_snapshot_part;
 pub mod document_update;
 pub mod document_version;
 pub mod notification;
