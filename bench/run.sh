@@ -58,7 +58,7 @@ else
   rooms_count=1000;    rooms_size=5;        rooms_rate=1
   idle_per_process=9500; idle_processes=2;  idle_hold=10
   notes_editors=8;     notes_in_flight=32;  notes_history=100000
-  yjs_clients=100;     default_yjs_rates="2 5 10 20 50 100 200"
+  yjs_clients=100;     default_yjs_rates="2 5 10 20 50 100 200 300"
 fi
 fanout_rates=${FANOUT_RATES:-$default_fanout_rates}
 yjs_rates=${YJS_RATES:-$default_yjs_rates}
