@@ -167,7 +167,7 @@ impl Database {
     /// A state over `SNAPSHOT_PART_BYTES` is written in parts first, each by a short
     /// write of its own, then the snapshot row with the first part makes them current.
     /// On SQLite the group commits of every document go on between the parts: saving a
-    /// 5.5 MB snapshot in one transaction held the only writer for ~40 ms, which showed
+    /// 5.5 MB snapshot in one transaction held the only writer for ~47 ms, which showed
     /// in the relay's p99. Parts left by a save that did not finish are removed by the
     /// next one; loads never see them.
     pub async fn save_snapshot(
