@@ -23,6 +23,14 @@ async fn database(backend: &Backend) -> (Database, tempfile::TempDir, Option<com
     (db, dir, pg)
 }
 
+/// Closes the test's connections, then drops its PostgreSQL database (if any).
+async fn finish<D>(db: D, pg: Option<common::PgDatabase>) {
+    drop(db);
+    if let Some(pg) = pg {
+        pg.drop_database().await;
+    }
+}
+
 async fn migrations_are_idempotent(backend: Backend) {
     let (db, _dir, pg) = database(&backend).await;
     let all: Vec<String> =
@@ -46,10 +54,7 @@ async fn migrations_are_idempotent(backend: Backend) {
     // The schema is usable: a user round-trips.
     let (alice, _) = db.ensure_user("alice", Some("Alice"), false).await.unwrap();
     assert_eq!(db.get_user(alice.id).await.unwrap().unwrap().name, "Alice");
-    drop(db);
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    finish(db, pg).await;
 }
 db_test!(migrations_are_idempotent);
 
@@ -102,10 +107,7 @@ async fn lost_races_are_retried(backend: Backend) {
         );
         assert!(db.retries.get() >= 1);
     }
-    drop(db);
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    finish(db, pg).await;
 }
 db_test!(lost_races_are_retried);
 
@@ -163,10 +165,7 @@ async fn writers_take_turns(backend: Backend) {
     assert_eq!(db.writers_waiting.get(), 0);
     let stored = db.stored_document(document.id).await.unwrap();
     assert_eq!(stored.updates.len(), 1);
-    drop(db);
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    finish(db, pg).await;
 }
 db_test!(writers_take_turns);
 
@@ -233,10 +232,7 @@ async fn a_snapshot_covers_its_log_until_the_log_is_pruned(backend: Backend) {
         .collect();
     assert_eq!(left, ids[3_500..]);
     assert_eq!(logged(other.id).await.unwrap().len(), 1_000);
-    drop(db);
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    finish(db, pg).await;
 }
 db_test!(a_snapshot_covers_its_log_until_the_log_is_pruned);
 
@@ -295,9 +291,6 @@ async fn a_large_snapshot_is_stored_in_parts_and_loads_whole(backend: Backend) {
     let stored = db.stored_document(doc.id).await.unwrap().snapshot.unwrap();
     assert_eq!(stored.state, vec![1, 2, 3]);
     assert!(parts().await.unwrap().is_empty());
-    drop(db);
-    if let Some(pg) = pg {
-        pg.drop_database().await;
-    }
+    finish(db, pg).await;
 }
 db_test!(a_large_snapshot_is_stored_in_parts_and_loads_whole);
