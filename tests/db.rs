@@ -23,6 +23,13 @@ async fn database(backend: &Backend) -> (Database, tempfile::TempDir, Option<com
     (db, dir, pg)
 }
 
+/// A database with every migration applied.
+async fn migrated(backend: &Backend) -> (Database, tempfile::TempDir, Option<common::PgDatabase>) {
+    let (db, dir, pg) = database(backend).await;
+    db.migrate().await.unwrap();
+    (db, dir, pg)
+}
+
 /// Closes the test's connections, then drops its PostgreSQL database (if any).
 async fn finish<D>(db: D, pg: Option<common::PgDatabase>) {
     drop(db);
@@ -64,8 +71,7 @@ db_test!(migrations_are_idempotent);
 /// so the second waits for the first instead of losing its update (making both read
 /// first would deadlock them, so there the two just run at once).
 async fn lost_races_are_retried(backend: Backend) {
-    let (db, _dir, pg) = database(&backend).await;
-    db.migrate().await.unwrap();
+    let (db, _dir, pg) = migrated(&backend).await;
     let (counter, _) = db.ensure_user("counter", Some("0"), false).await.unwrap();
     let db = Arc::new(db);
     let barrier = Arc::new(tokio::sync::Barrier::new(2));
@@ -117,8 +123,7 @@ db_test!(lost_races_are_retried);
 /// counted; released, both go through. PostgreSQL has row locks: nobody waits.
 async fn writers_take_turns(backend: Backend) {
     use collab::db::queries::documents::{NewUpdate, Transport};
-    let (db, _dir, pg) = database(&backend).await;
-    db.migrate().await.unwrap();
+    let (db, _dir, pg) = migrated(&backend).await;
     let document = db.ensure_document("turns").await.unwrap();
     let db = Arc::new(db);
     let sqlite = matches!(backend, Backend::Sqlite);
@@ -174,8 +179,7 @@ db_test!(writers_take_turns);
 /// document.
 async fn a_snapshot_covers_its_log_until_the_log_is_pruned(backend: Backend) {
     use collab::db::queries::documents::{NewUpdate, Transport};
-    let (db, _dir, pg) = database(&backend).await;
-    db.migrate().await.unwrap();
+    let (db, _dir, pg) = migrated(&backend).await;
     let notes = db.ensure_document("notes").await.unwrap();
     let other = db.ensure_document("other").await.unwrap();
     let mut ids = Vec::new();
@@ -242,8 +246,7 @@ db_test!(a_snapshot_covers_its_log_until_the_log_is_pruned);
 async fn a_large_snapshot_is_stored_in_parts_and_loads_whole(backend: Backend) {
     use collab::db::{entities::document_snapshot_part as part, queries::documents};
     use sea_orm::{ColumnTrait, QueryFilter};
-    let (db, _dir, pg) = database(&backend).await;
-    db.migrate().await.unwrap();
+    let (db, _dir, pg) = migrated(&backend).await;
     let doc = db.ensure_document("large").await.unwrap();
     let parts = || {
         part::Entity::find()
